@@ -15,10 +15,16 @@
 /// and shrinks the rest to one page.
 pub const MAX_SHARDS: usize = 32;
 
+/// Most UDP ports the collector listens on at once. Each port has its own `SO_REUSEPORT`
+/// group, so [`SOCKETS_MAP`] holds `MAX_PORTS * MAX_SHARDS` sockets: the socket of port slot
+/// `p`, shard `k` is at index `p * MAX_SHARDS + k`.
+pub const MAX_PORTS: usize = 16;
+
 /// Export ports taken by default: NetFlow (2055, 9995), IPFIX (4739) and sFlow (6343).
 pub const DEFAULT_PORTS: [u16; 4] = [2055, 4739, 6343, 9995];
 
-/// Name of the hash map of taken UDP destination ports (key: port in host order).
+/// Name of the hash map of taken UDP destination ports (key: port in host order, value: the
+/// port's slot, `0..MAX_PORTS`).
 pub const PORTS_MAP: &str = "PORTS";
 /// Name of the `u32` config array, indexed by [`config`] constants.
 pub const CONFIG_MAP: &str = "CONFIG";
@@ -175,8 +181,14 @@ impl Outcome {
 #[inline(always)]
 #[must_use]
 pub const fn mix(h: u32, word: u32) -> u32 {
-    let k = word.wrapping_mul(0xcc9e_2d51).rotate_left(15).wrapping_mul(0x1b87_3593);
-    (h ^ k).rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64)
+    let k = word
+        .wrapping_mul(0xcc9e_2d51)
+        .rotate_left(15)
+        .wrapping_mul(0x1b87_3593);
+    (h ^ k)
+        .rotate_left(13)
+        .wrapping_mul(5)
+        .wrapping_add(0xe654_6b64)
 }
 
 /// Final avalanche (murmur3 fmix32).
@@ -211,7 +223,11 @@ pub const fn shard_hash(exporter: [u32; 4], domain: u32) -> u32 {
 #[inline(always)]
 #[must_use]
 pub const fn shard_of(hash: u32, num_shards: u32) -> u32 {
-    if num_shards <= 1 { 0 } else { hash % num_shards }
+    if num_shards <= 1 {
+        0
+    } else {
+        hash % num_shards
+    }
 }
 
 /// The observation domain of an export packet's UDP payload, as the kernel programs read it.
@@ -276,7 +292,11 @@ mod tests {
 
         assert_eq!(observation_domain(&v9[..18]), 0, "truncated v9 header");
         assert_eq!(observation_domain(&[0]), 0);
-        assert_eq!(observation_domain(&[0, 6, 1, 2, 3, 4]), 0, "unknown version");
+        assert_eq!(
+            observation_domain(&[0, 6, 1, 2, 3, 4]),
+            0,
+            "unknown version"
+        );
     }
 
     #[test]

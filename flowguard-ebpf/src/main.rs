@@ -16,6 +16,7 @@
 use core::mem::size_of;
 
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::{bpf_hdr_start_off::BPF_HDR_START_NET, sk_action::SK_PASS, xdp_action},
     helpers::generated::{
         bpf_ktime_get_ns, bpf_skb_load_bytes, bpf_skb_load_bytes_relative, bpf_xdp_load_bytes,
@@ -23,11 +24,10 @@ use aya_ebpf::{
     macros::{map, sk_reuseport, xdp},
     maps::{Array, HashMap, PerCpuArray, ReusePortSockArray, RingBuf},
     programs::{SkReuseportContext, XdpContext},
-    EbpfContext as _,
 };
 use flowguard_ebpf::{
-    config, offsets, shard_hash, shard_of, Outcome, RingHeader, MAX_SHARDS, PAYLOAD_CLASSES,
-    RING_HEADER_LEN,
+    MAX_PORTS, MAX_SHARDS, Outcome, PAYLOAD_CLASSES, RING_HEADER_LEN, RingHeader, config, offsets,
+    shard_hash, shard_of,
 };
 
 #[map]
@@ -40,7 +40,8 @@ static CONFIG: Array<u32> = Array::with_max_entries(config::LEN, 0);
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Outcome::COUNT, 0);
 
 #[map]
-static SOCKETS: ReusePortSockArray = ReusePortSockArray::with_max_entries(MAX_SHARDS as u32, 0);
+static SOCKETS: ReusePortSockArray =
+    ReusePortSockArray::with_max_entries((MAX_SHARDS * MAX_PORTS) as u32, 0);
 
 /// Declares the ring-buffer maps and the `ring(k)` lookup over them. User space resizes
 /// every ring at load time (`EbpfLoader::set_max_entries`); the size here is a default.
@@ -209,8 +210,7 @@ fn parse(ctx: &XdpContext) -> Result<Datagram, Outcome> {
                     _ => Outcome::PassNotUdp,
                 });
             }
-            let payload_len =
-                usize::from(be16_at(ctx, l3 + 4).ok_or(Outcome::PassMalformed)?);
+            let payload_len = usize::from(be16_at(ctx, l3 + 4).ok_or(Outcome::PassMalformed)?);
             let a = be32_at(ctx, l3 + 8).ok_or(Outcome::PassMalformed)?;
             let b = be32_at(ctx, l3 + 12).ok_or(Outcome::PassMalformed)?;
             let c = be32_at(ctx, l3 + 16).ok_or(Outcome::PassMalformed)?;
@@ -338,8 +338,8 @@ fn words_to_bytes(w: [u32; 4]) -> [u8; 16] {
     let c = w[2].to_be_bytes();
     let d = w[3].to_be_bytes();
     [
-        a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1],
-        d[2], d[3],
+        a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1], d[2],
+        d[3],
     ]
 }
 
@@ -370,6 +370,13 @@ fn try_reuseport(ctx: &SkReuseportContext) -> Result<(), i64> {
     } else {
         return Err(-1);
     }
+    let mut udp = [0u8; 4];
+    load(ctx, 0, &mut udp)?;
+    let dst_port = u16::from_be_bytes([udp[2], udp[3]]);
+    // SAFETY: plain map lookup; the value is copied out.
+    let Some(&slot) = (unsafe { PORTS.get(&dst_port) }) else {
+        return Err(-1);
+    };
     let mut head = [0u8; UDP_HDR_LEN + 24];
     let have = ctx.len();
     // Read as much of the first 24 payload bytes as exists; short payloads are domain 0.
@@ -385,7 +392,10 @@ fn try_reuseport(ctx: &SkReuseportContext) -> Result<(), i64> {
     };
     let num_shards = CONFIG.get(config::NUM_SHARDS).copied().unwrap_or(1);
     let shard = shard_of(shard_hash(exporter, domain), num_shards);
-    SOCKETS.select_reuseport(ctx, shard)
+    if usize::from(slot) >= MAX_PORTS {
+        return Err(-1);
+    }
+    SOCKETS.select_reuseport(ctx, u32::from(slot) * MAX_SHARDS as u32 + shard)
 }
 
 #[inline(always)]

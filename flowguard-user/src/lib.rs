@@ -1,1 +1,12 @@
-//! lib
+//! flowguard: a security-focused NetFlow v5 / v9 / IPFIX collector.
+//!
+//! The data path is `capture` (XDP ring buffers, `SO_REUSEPORT` sockets, pcap files) →
+//! `worker` (one pinned thread per shard) → `decode` (templates and records) → detection.
+//! See ARCHITECTURE.md for how the pieces fit.
+#![deny(missing_docs)]
+
+pub mod capture;
+pub mod cli;
+pub mod decode;
+pub mod run;
+pub mod worker;

@@ -1,1 +1,28 @@
-fn main() {}
+//! The `flowguard` binary: parse flags, validate, dispatch, and report errors as
+//! `flowguard: <what>: <why>`.
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use flowguard::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => args
+            .validate()
+            .map_err(anyhow::Error::from)
+            .and_then(|config| flowguard::run::run(&config).map(drop)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let mut msg = format!("flowguard: {err}");
+            for cause in err.chain().skip(1) {
+                msg.push_str(": ");
+                msg.push_str(&cause.to_string());
+            }
+            eprintln!("{msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! `flowguard run`: wires capture, workers and the control plane together.
+//!
+//! The data plane is plain threads: one pinned worker per shard. The control plane (signals,
+//! the per-second counter line) runs on a current-thread tokio runtime on the main thread.
+
+use std::{
+    fmt::Write as _,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, anyhow};
+use flowguard_ebpf::Outcome;
+
+use crate::{
+    capture::{
+        pcap::{PcapCounters, PcapFile},
+        shard_for,
+        socket::{self, ShardSockets},
+        xdp::{self, Kernel},
+    },
+    cli::{Input, RunConfig},
+    worker::{Counter, Counters, LiveInputs, SharedCounters, Worker, run_live},
+};
+
+/// Final counters of a run, as printed and written to `--stats-json`.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Summary {
+    /// Per-worker counters, by shard.
+    pub workers: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// XDP outcome counters (XDP mode only).
+    pub xdp: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Datagrams the kernel dropped on our sockets (receive buffer full).
+    pub socket_kernel_drops: u64,
+    /// Capture-file reader counters (`--read` only).
+    pub pcap: Option<PcapCounters>,
+    /// Seconds the run took.
+    pub elapsed_secs: f64,
+}
+
+/// Runs `flowguard run` to completion.
+///
+/// # Errors
+/// Set-up failures (load, attach, bind, files), with context.
+pub fn run(config: &RunConfig) -> Result<Summary> {
+    if let Some(dir) = &config.packet_log {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let summary = match &config.input {
+        Input::Files(files) => run_files(config, files)?,
+        Input::Xdp { .. } | Input::Socket => run_live_capture(config)?,
+    };
+    if let Some(path) = &config.stats_json {
+        let json = serde_json::to_string_pretty(&summary)?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    eprintln!("{}", render_summary(&summary));
+    Ok(summary)
+}
+
+fn run_files(config: &RunConfig, files: &[std::path::PathBuf]) -> Result<Summary> {
+    let started = Instant::now();
+    let shared: Vec<Arc<SharedCounters>> = (0..config.workers).map(|_| Arc::default()).collect();
+    let mut workers = shared
+        .iter()
+        .enumerate()
+        .map(|(k, s)| Worker::new(k, Arc::clone(s), config.packet_log.as_deref()))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("creating packet log")?;
+    let mut counters = PcapCounters::default();
+    for path in files {
+        let file = PcapFile::open(path)?;
+        file.for_each_datagram(&config.ports, &mut counters, |packet| {
+            let k = shard_for(packet.exporter.ip(), packet.payload, workers.len());
+            workers[k].handle(packet);
+        })?;
+    }
+    for w in &mut workers {
+        w.finish();
+    }
+    Ok(Summary {
+        workers: shared.iter().map(|s| counters_json(&s.load())).collect(),
+        xdp: None,
+        socket_kernel_drops: 0,
+        pcap: Some(counters),
+        elapsed_secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn run_live_capture(config: &RunConfig) -> Result<Summary> {
+    let started = Instant::now();
+    let n = config.workers;
+    let mut kernel = Kernel::load(n, config.ring_bytes, &config.ports)
+        .context("setting up the eBPF programs")?;
+    if let Input::Xdp { iface, mode } = &config.input {
+        kernel.attach_xdp(iface, *mode)?;
+    }
+    let rings: Vec<Option<_>> = match config.input {
+        Input::Xdp { .. } => kernel.take_rings()?.into_iter().map(Some).collect(),
+        _ => (0..n).map(|_| None).collect(),
+    };
+    let ShardSockets { groups, inodes } =
+        socket::bind(&config.ports, n, config.socket_rcvbuf, Some(&mut kernel))
+            .context("binding the UDP sockets")?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let shared: Vec<Arc<SharedCounters>> = (0..n).map(|_| Arc::default()).collect();
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let offset = xdp::monotonic_to_unix_offset();
+    let mut handles = Vec::with_capacity(n);
+    for (k, (ring, sockets)) in rings.into_iter().zip(groups).enumerate() {
+        let inputs = LiveInputs {
+            ring,
+            sockets,
+            monotonic_offset_ns: offset,
+            stall: config.stall,
+        };
+        let stop = Arc::clone(&stop);
+        let counters = Arc::clone(&shared[k]);
+        let log_dir = config.packet_log.clone();
+        let core = cores.get(k % cores.len().max(1)).copied();
+        let handle = std::thread::Builder::new()
+            .name(format!("flowguard-w{k}"))
+            .spawn(move || -> std::io::Result<()> {
+                if let Some(core) = core {
+                    core_affinity::set_for_current(core);
+                }
+                // The worker's state is built here, on its own core.
+                let mut worker = Worker::new(k, counters, log_dir.as_deref())?;
+                run_live(&mut worker, inputs, &stop);
+                Ok(())
+            })
+            .context("spawning worker")?;
+        handles.push(handle);
+    }
+
+    control_plane(config, &kernel, &shared, &inodes)?;
+
+    // Stop steering first so nothing new lands in rings the workers are about to leave,
+    // then let the workers drain what is queued.
+    let xdp_before_detach = matches!(config.input, Input::Xdp { .. })
+        .then(|| kernel.counters())
+        .transpose()?;
+    kernel.detach_xdp();
+    stop.store(true, Ordering::Release);
+    for h in handles {
+        h.join().map_err(|_| anyhow!("a worker panicked"))??;
+    }
+    let xdp_counters = match xdp_before_detach {
+        Some(_) => Some(kernel.counters()?),
+        None => None,
+    };
+    Ok(Summary {
+        workers: shared.iter().map(|s| counters_json(&s.load())).collect(),
+        xdp: xdp_counters.map(|c| outcome_json(&c)),
+        socket_kernel_drops: socket::kernel_drops(&inodes),
+        pcap: None,
+        elapsed_secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Waits for SIGINT/SIGTERM (or `--duration`), printing counters every interval.
+fn control_plane(
+    config: &RunConfig,
+    kernel: &Kernel,
+    shared: &[Arc<SharedCounters>],
+    inodes: &[u64],
+) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let period = Duration::from_secs(config.stats_interval.max(1));
+        let mut tick = tokio::time::interval(period);
+        tick.tick().await;
+        let deadline = config.duration.map(|d| tokio::time::Instant::now() + d);
+        let sleep_until = async move {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(sleep_until);
+        let mut last: Vec<Counters> = vec![Counters::default(); shared.len()];
+        let started = Instant::now();
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                () = &mut sleep_until => break,
+                _ = tick.tick() => {
+                    if config.stats_interval > 0 {
+                        eprintln!("{}", render_tick(started.elapsed(), kernel, shared, &mut last, inodes));
+                    }
+                }
+            }
+        }
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
+fn render_tick(
+    elapsed: Duration,
+    kernel: &Kernel,
+    shared: &[Arc<SharedCounters>],
+    last: &mut [Counters],
+    inodes: &[u64],
+) -> String {
+    let mut line = format!("[{:>5}s]", elapsed.as_secs());
+    if let Ok(c) = kernel.counters() {
+        let _ = write!(line, " xdp:");
+        for o in Outcome::ALL {
+            let v = c[o as usize];
+            if v > 0 {
+                let _ = write!(line, " {}={v}", o.name());
+            }
+        }
+    }
+    for (k, s) in shared.iter().enumerate() {
+        let now = s.load();
+        let pps = now.get(Counter::Packets) - last[k].get(Counter::Packets);
+        let _ = write!(
+            line,
+            " | w{k}: {pps} pkt/s total={} xdp={} sock={}",
+            now.get(Counter::Packets),
+            now.get(Counter::FromXdp),
+            now.get(Counter::FromSocket)
+        );
+        let invalid: u64 = Counter::ALL
+            .iter()
+            .filter(|c| c.name().starts_with("invalid_"))
+            .map(|c| now.get(*c))
+            .sum();
+        if invalid > 0 {
+            let _ = write!(line, " invalid={invalid}");
+        }
+        last[k] = now;
+    }
+    let drops = socket::kernel_drops(inodes);
+    if drops > 0 {
+        let _ = write!(line, " | socket_drops={drops}");
+    }
+    line
+}
+
+fn counters_json(c: &Counters) -> serde_json::Map<String, serde_json::Value> {
+    Counter::ALL
+        .iter()
+        .map(|k| (k.name().to_owned(), c.get(*k).into()))
+        .collect()
+}
+
+fn outcome_json(c: &[u64; Outcome::COUNT as usize]) -> serde_json::Map<String, serde_json::Value> {
+    Outcome::ALL
+        .iter()
+        .map(|o| (o.name().to_owned(), c[*o as usize].into()))
+        .collect()
+}
+
+/// The human-readable final summary.
+#[must_use]
+pub fn render_summary(s: &Summary) -> String {
+    let mut out = format!("flowguard: summary after {:.1}s\n", s.elapsed_secs);
+    if let Some(xdp) = &s.xdp {
+        let _ = write!(out, "  xdp:");
+        for (k, v) in xdp {
+            let _ = write!(out, " {k}={v}");
+        }
+        out.push('\n');
+    }
+    for (k, w) in s.workers.iter().enumerate() {
+        let _ = write!(out, "  worker {k}:");
+        for (name, v) in w {
+            if v.as_u64() != Some(0) {
+                let _ = write!(out, " {name}={v}");
+            }
+        }
+        out.push('\n');
+    }
+    if s.socket_kernel_drops > 0 || s.xdp.is_some() {
+        let _ = writeln!(out, "  socket kernel drops: {}", s.socket_kernel_drops);
+    }
+    if let Some(p) = &s.pcap {
+        let _ = writeln!(
+            out,
+            "  pcap: {}",
+            serde_json::to_string(p).unwrap_or_default()
+        );
+    }
+    out
+}

@@ -1,0 +1,433 @@
+//! Per-shard workers.
+//!
+//! A worker owns everything for its shard: its ring buffer, its sockets, its buffers and
+//! (from the decode stage on) the template caches of the exporters hashed to it. Its state is
+//! built inside its own pinned thread; only the inputs, which are `Send`, cross over. Nothing
+//! is shared but the counters, which the worker publishes once per batch into a cache-line
+//! aligned block that the stats printer reads.
+
+use std::{
+    fmt::Write as _,
+    fs::File,
+    io::{BufWriter, Write as _},
+    os::fd::{AsRawFd, OwnedFd},
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use aya::maps::{MapData, RingBuf};
+
+use crate::capture::{ExportPacket, Source, socket::RecvBatch, xdp};
+
+macro_rules! counters {
+    ($($(#[doc = $doc:literal])* $variant:ident => $name:literal,)*) => {
+        /// A worker counter.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(usize)]
+        pub enum Counter {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl Counter {
+            /// Every counter, in index order.
+            pub const ALL: &'static [Counter] = &[$(Counter::$variant,)*];
+
+            /// Stable snake_case name.
+            #[must_use]
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Counter::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Datagrams handled.
+    Packets => "packets",
+    /// Payload bytes handled.
+    Bytes => "bytes",
+    /// Datagrams from the XDP ring.
+    FromXdp => "from_xdp",
+    /// Datagrams from the socket path.
+    FromSocket => "from_socket",
+    /// Datagrams from a capture file.
+    FromPcap => "from_pcap",
+    /// NetFlow v5 messages.
+    V5 => "v5",
+    /// NetFlow v9 messages.
+    V9 => "v9",
+    /// IPFIX messages.
+    Ipfix => "ipfix",
+    /// sFlow v5 datagrams (counted, not decoded).
+    Sflow => "sflow",
+    /// Invalid: shorter than a version field.
+    InvalidRunt => "invalid_runt",
+    /// Invalid: v5 length disagrees with its record count (24 + 48·count).
+    InvalidV5Length => "invalid_v5_length",
+    /// Invalid: shorter than the 20-byte v9 header.
+    InvalidV9Short => "invalid_v9_short",
+    /// Invalid: IPFIX length field disagrees with the datagram (RFC 7011 §3.1).
+    InvalidIpfixLength => "invalid_ipfix_length",
+    /// Invalid: unknown version.
+    InvalidVersion => "invalid_version",
+    /// A ring record shorter than its header says (never written by the program).
+    InvalidRingRecord => "invalid_ring_record",
+    /// Socket receive errors.
+    SocketErrors => "socket_errors",
+}
+
+/// Number of counters.
+pub const NUM_COUNTERS: usize = Counter::ALL.len();
+
+/// A worker's private counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counters(pub [u64; NUM_COUNTERS]);
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self([0; NUM_COUNTERS])
+    }
+}
+
+impl Counters {
+    /// Value of one counter.
+    #[must_use]
+    pub fn get(&self, c: Counter) -> u64 {
+        self.0[c as usize]
+    }
+
+    fn bump(&mut self, c: Counter, by: u64) {
+        self.0[c as usize] += by;
+    }
+}
+
+/// Counters one worker publishes and other threads read. Aligned to 128 bytes so two
+/// workers' blocks never share a cache line (or an adjacent-line prefetch pair).
+#[repr(align(128))]
+#[derive(Debug)]
+pub struct SharedCounters([AtomicU64; NUM_COUNTERS]);
+
+impl Default for SharedCounters {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl SharedCounters {
+    /// A snapshot.
+    #[must_use]
+    pub fn load(&self) -> Counters {
+        Counters(std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed)))
+    }
+
+    fn store(&self, c: &Counters) {
+        for (slot, v) in self.0.iter().zip(c.0) {
+            slot.store(v, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The export protocol of a datagram, from its first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// NetFlow v5.
+    V5,
+    /// NetFlow v9.
+    V9,
+    /// IPFIX.
+    Ipfix,
+    /// sFlow v5.
+    Sflow,
+}
+
+/// Checks the header invariants each protocol states about the datagram length.
+///
+/// # Errors
+/// The counter naming what is wrong.
+pub fn classify(payload: &[u8]) -> Result<Version, Counter> {
+    let be16 = |at: usize| {
+        payload
+            .get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    let version = be16(0).ok_or(Counter::InvalidRunt)?;
+    match version {
+        5 => {
+            // NetFlow v5: 24-byte header, `count` 48-byte records, nothing else.
+            let count = usize::from(be16(2).ok_or(Counter::InvalidV5Length)?);
+            if payload.len() == 24 + 48 * count && count > 0 {
+                Ok(Version::V5)
+            } else {
+                Err(Counter::InvalidV5Length)
+            }
+        }
+        9 if payload.len() >= 20 => Ok(Version::V9),
+        9 => Err(Counter::InvalidV9Short),
+        10 => match be16(2) {
+            Some(len) if usize::from(len) == payload.len() && payload.len() >= 16 => {
+                Ok(Version::Ipfix)
+            }
+            _ => Err(Counter::InvalidIpfixLength),
+        },
+        // sFlow v5 starts with a 32-bit version 5 (so a 16-bit 0 here).
+        0 if payload.get(0..4) == Some(&[0, 0, 0, 5]) => Ok(Version::Sflow),
+        _ => Err(Counter::InvalidVersion),
+    }
+}
+
+/// One shard's worker state.
+#[derive(Debug)]
+pub struct Worker {
+    shard: usize,
+    counters: Counters,
+    shared: Arc<SharedCounters>,
+    packet_log: Option<BufWriter<File>>,
+    line: String,
+}
+
+impl Worker {
+    /// A worker for `shard`, optionally logging every datagram to `packet_log_dir`.
+    ///
+    /// # Errors
+    /// When the log file cannot be created.
+    pub fn new(
+        shard: usize,
+        shared: Arc<SharedCounters>,
+        packet_log_dir: Option<&Path>,
+    ) -> std::io::Result<Self> {
+        let packet_log = match packet_log_dir {
+            Some(dir) => Some(BufWriter::new(File::create(
+                dir.join(format!("shard-{shard}.ndjson")),
+            )?)),
+            None => None,
+        };
+        Ok(Self {
+            shard,
+            counters: Counters::default(),
+            shared,
+            packet_log,
+            line: String::new(),
+        })
+    }
+
+    /// Handles one datagram.
+    pub fn handle(&mut self, packet: &ExportPacket<'_>) {
+        let c = &mut self.counters;
+        c.bump(Counter::Packets, 1);
+        c.bump(Counter::Bytes, packet.payload.len() as u64);
+        c.bump(
+            match packet.source {
+                Source::Xdp => Counter::FromXdp,
+                Source::Socket => Counter::FromSocket,
+                Source::Pcap => Counter::FromPcap,
+            },
+            1,
+        );
+        match classify(packet.payload) {
+            Ok(Version::V5) => c.bump(Counter::V5, 1),
+            Ok(Version::V9) => c.bump(Counter::V9, 1),
+            Ok(Version::Ipfix) => c.bump(Counter::Ipfix, 1),
+            Ok(Version::Sflow) => c.bump(Counter::Sflow, 1),
+            Err(reason) => c.bump(reason, 1),
+        }
+        if self.packet_log.is_some() {
+            self.log(packet);
+        }
+    }
+
+    fn log(&mut self, packet: &ExportPacket<'_>) {
+        self.line.clear();
+        let _ = write!(
+            self.line,
+            "{{\"shard\":{},\"source\":\"{}\",\"exporter\":\"{}\",\"src_port\":{},\"dst_port\":{},\"ifindex\":{},\"len\":{},\"payload\":\"",
+            self.shard,
+            packet.source.name(),
+            packet.exporter.ip(),
+            packet.exporter.port(),
+            packet.dst_port,
+            packet.ifindex,
+            packet.payload.len(),
+        );
+        for b in packet.payload {
+            let _ = write!(self.line, "{b:02x}");
+        }
+        self.line.push_str("\"}\n");
+        if let Some(log) = &mut self.packet_log {
+            let _ = log.write_all(self.line.as_bytes());
+        }
+    }
+
+    /// Counts something that happened outside [`handle`](Self::handle).
+    pub fn count(&mut self, c: Counter) {
+        self.counters.bump(c, 1);
+    }
+
+    /// Makes the counters visible to readers.
+    pub fn publish(&self) {
+        self.shared.store(&self.counters);
+    }
+
+    /// Publishes and flushes the packet log.
+    pub fn finish(&mut self) {
+        self.publish();
+        if let Some(log) = &mut self.packet_log {
+            let _ = log.flush();
+        }
+    }
+}
+
+/// What a live worker reads from.
+pub struct LiveInputs {
+    /// The shard's XDP ring, in XDP mode.
+    pub ring: Option<RingBuf<MapData>>,
+    /// The shard's socket on each port, with that port.
+    pub sockets: Vec<(OwnedFd, u16)>,
+    /// Add to `bpf_ktime_get_ns()` to get Unix nanoseconds.
+    pub monotonic_offset_ns: u64,
+    /// Test knob: sleep this long before the first read, to let rings fill.
+    pub stall: Duration,
+}
+
+impl std::fmt::Debug for LiveInputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveInputs")
+            .field("ring", &self.ring.is_some())
+            .field("sockets", &self.sockets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs a live worker until `stop` is set, then drains its inputs once more and returns.
+pub fn run_live(worker: &mut Worker, mut inputs: LiveInputs, stop: &AtomicBool) {
+    if !inputs.stall.is_zero() {
+        std::thread::sleep(inputs.stall);
+    }
+    let mut batch = RecvBatch::new(32);
+    let mut fds: Vec<libc::pollfd> = inputs
+        .ring
+        .iter()
+        .map(AsRawFd::as_raw_fd)
+        .chain(inputs.sockets.iter().map(|(fd, _)| fd.as_raw_fd()))
+        .map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    loop {
+        let stopping = stop.load(Ordering::Acquire);
+        let mut moved = 0usize;
+        if let Some(ring) = &mut inputs.ring {
+            moved += drain_ring(worker, ring, inputs.monotonic_offset_ns);
+        }
+        for (fd, port) in &inputs.sockets {
+            moved += drain_socket(worker, fd, *port, &mut batch);
+        }
+        worker.publish();
+        if stopping && moved == 0 {
+            break;
+        }
+        if moved == 0 {
+            // SAFETY: fds is a valid array of pollfd we own.
+            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
+        }
+    }
+    worker.finish();
+}
+
+fn drain_ring(worker: &mut Worker, ring: &mut RingBuf<MapData>, offset_ns: u64) -> usize {
+    let mut n = 0;
+    while let Some(item) = ring.next() {
+        n += 1;
+        match xdp::split_record(&item) {
+            Some((header, payload)) => {
+                let ip = if header.family == 4 {
+                    std::net::IpAddr::from([
+                        header.exporter[0],
+                        header.exporter[1],
+                        header.exporter[2],
+                        header.exporter[3],
+                    ])
+                } else {
+                    std::net::IpAddr::from(header.exporter)
+                };
+                worker.handle(&ExportPacket {
+                    exporter: std::net::SocketAddr::new(ip, header.src_port),
+                    dst_port: header.dst_port,
+                    ifindex: header.ifindex,
+                    received_ns: header.ktime_ns.saturating_add(offset_ns),
+                    source: Source::Xdp,
+                    payload,
+                });
+            }
+            None => worker.count(Counter::InvalidRingRecord),
+        }
+        if n % 256 == 0 {
+            worker.publish();
+        }
+    }
+    n
+}
+
+fn drain_socket(worker: &mut Worker, fd: &OwnedFd, dst_port: u16, batch: &mut RecvBatch) -> usize {
+    let mut total = 0;
+    loop {
+        let got = match batch.recv(fd) {
+            Ok(n) => n,
+            Err(_) => {
+                worker.count(Counter::SocketErrors);
+                0
+            }
+        };
+        if got == 0 {
+            return total;
+        }
+        let now = crate::capture::now_unix_ns();
+        for i in 0..got {
+            if let Some((exporter, payload)) = batch.get(i) {
+                worker.handle(&ExportPacket {
+                    exporter,
+                    dst_port,
+                    ifindex: 0,
+                    received_ns: now,
+                    source: Source::Socket,
+                    payload,
+                });
+            }
+        }
+        total += got;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_checks_each_protocols_length_rule() {
+        let mut v5 = vec![0u8; 24 + 48 * 2];
+        v5[1] = 5;
+        v5[3] = 2;
+        assert_eq!(classify(&v5), Ok(Version::V5));
+        assert_eq!(classify(&v5[..70]), Err(Counter::InvalidV5Length));
+        let mut v9 = vec![0u8; 20];
+        v9[1] = 9;
+        assert_eq!(classify(&v9), Ok(Version::V9));
+        assert_eq!(classify(&v9[..19]), Err(Counter::InvalidV9Short));
+        let mut ipfix = vec![0u8; 16];
+        ipfix[1] = 10;
+        ipfix[3] = 16;
+        assert_eq!(classify(&ipfix), Ok(Version::Ipfix));
+        ipfix[3] = 17;
+        assert_eq!(classify(&ipfix), Err(Counter::InvalidIpfixLength));
+        assert_eq!(classify(&[0, 0, 0, 5, 0, 0, 0, 1]), Ok(Version::Sflow));
+        assert_eq!(classify(&[7]), Err(Counter::InvalidRunt));
+        assert_eq!(classify(&[0, 7, 0, 0]), Err(Counter::InvalidVersion));
+    }
+}
