@@ -45,22 +45,25 @@ pub enum DecodeError {
         /// Whole records present.
         present: u16,
     },
-    /// A set (flowset) header runs past the end of the message.
-    #[error("truncated set header: {remaining} bytes left")]
+    /// A set (flowset) runs past the end of the message: the datagram was cut, or the
+    /// set length lies. The sets after it cannot be found.
+    #[error("set {set_id} of length {length} is truncated: {remaining} bytes left")]
     TruncatedSet {
-        /// Bytes left in the message.
+        /// Set id (0 when not even the set header was complete).
+        set_id: u16,
+        /// Length field of the set header (0 when incomplete).
+        length: u16,
+        /// Bytes left in the message, including the set header.
         remaining: u16,
     },
-    /// A set length is shorter than its own 4-byte header or longer than the rest of
-    /// the message (RFC 7011 §3.3.2), so the sets after it cannot be found.
-    #[error("set {set_id} has bad length {length} ({remaining} bytes left)")]
+    /// A set length is shorter than its own 4-byte header (RFC 7011 §3.3.2), so the sets
+    /// after it cannot be found.
+    #[error("set {set_id} has length {length}, shorter than its header")]
     BadSetLength {
         /// Set id.
         set_id: u16,
         /// Length field of the set header.
         length: u16,
-        /// Bytes left in the message, including the set header.
-        remaining: u16,
     },
     /// A template declares more fields than `DecoderConfig::max_fields_per_template`.
     #[error("template {template_id} declares {field_count} fields, over the limit")]
@@ -98,7 +101,9 @@ pub enum DecodeError {
         /// Template id.
         template_id: u16,
     },
-    /// A variable-length field in a data record claims more bytes than remain in its set.
+    /// A data record runs past the end of its set: a variable-length field claims more
+    /// bytes than remain, or non-zero bytes too short for a record are left over (padding
+    /// must be zeros, RFC 7011 §3.3.1).
     #[error("field of template {template_id} runs past the end of its set")]
     FieldPastEnd {
         /// Template id.

@@ -47,7 +47,7 @@ mod tests;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
-use cache::{ExportCtx, ExporterState, Pending, Sampling};
+use cache::{ExportCtx, ExporterState, Pending};
 pub use config::DecoderConfig;
 pub use error::{DecodeCounters, DecodeError};
 use ie::RawRecord;
@@ -298,12 +298,20 @@ impl Decoder {
         self.core.pending_bytes -= freed;
     }
 
-    /// The sampling state of one (exporter, domain), if any.
-    pub(crate) fn sampling(&self, exporter: IpAddr, domain: u32) -> Option<&Sampling> {
+    /// The sampling interval the decoder would apply to a data record of (exporter,
+    /// domain) that names `sampler_id` (or none), from options data seen so far; `None`
+    /// when that domain has no state.
+    #[must_use]
+    pub fn sampling_interval(
+        &self,
+        exporter: IpAddr,
+        observation_domain_id: u32,
+        sampler_id: Option<u64>,
+    ) -> Option<u32> {
         self.exporters
             .get(&exporter)
-            .and_then(|e| e.domains.get(&domain))
-            .map(|d| &d.sampling)
+            .and_then(|e| e.domains.get(&observation_domain_id))
+            .map(|d| d.sampling.interval_for(sampler_id))
     }
 }
 
@@ -388,14 +396,21 @@ impl Core {
             let Ok(h) = SetHeader::new_checked(rest) else {
                 // A few zero bytes after the last flowset are padding some v9 exporters add.
                 if rest.iter().any(|&b| b != 0) {
-                    cx.error(DecodeError::TruncatedSet { remaining });
+                    cx.error(DecodeError::TruncatedSet {
+                        set_id: 0,
+                        length: 0,
+                        remaining,
+                    });
                 }
                 return;
             };
             let (set_id, length) = (h.set_id(), h.length());
             let len = usize::from(length);
-            if len < set::HEADER_LEN || len > rest.len() {
-                return cx.error(DecodeError::BadSetLength {
+            if len < set::HEADER_LEN {
+                return cx.error(DecodeError::BadSetLength { set_id, length });
+            }
+            if len > rest.len() {
+                return cx.error(DecodeError::TruncatedSet {
                     set_id,
                     length,
                     remaining,
@@ -654,7 +669,14 @@ fn decode_data<F: FnMut(&FlowRecord)>(
         let mut raw = RawRecord::EMPTY;
         let n = match t.decode_record(rest, &mut raw) {
             Ok(Some(n)) => n,
-            Ok(None) => break, // padding (RFC 7011 §3.3.1)
+            // Fewer bytes than a record: padding, which must be zeros (RFC 7011 §3.3.1).
+            // Anything else is a record cut short.
+            Ok(None) => {
+                if rest.iter().any(|&b| b != 0) {
+                    cx.error(DecodeError::FieldPastEnd { template_id });
+                }
+                break;
+            }
             Err(e) => return cx.error(e),
         };
         rest = rest.get(n..).unwrap_or_default();
