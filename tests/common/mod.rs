@@ -130,6 +130,32 @@ impl Lab {
             (c, &self.collector_if, COLLECTOR_V4, COLLECTOR_V6),
             (e, &self.exporter_if, EXPORTER_V4, EXPORTER_V6),
         ] {
+            // A quiet link: no link-local address (so no MLD reports), no router
+            // solicitations, no multicast. Only the tests' own packets cross it, which lets
+            // them account for every frame exactly.
+            ip(&[
+                "-n",
+                ns,
+                "link",
+                "set",
+                dev,
+                "addrgenmode",
+                "none",
+                "multicast",
+                "off",
+            ])?;
+            for key in ["all", "default", dev.as_str()] {
+                let _ = Command::new("ip")
+                    .args([
+                        "netns",
+                        "exec",
+                        ns,
+                        "sysctl",
+                        "-qw",
+                        &format!("net.ipv6.conf.{key}.router_solicitations=0"),
+                    ])
+                    .status();
+            }
             ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev])?;
             ip(&[
                 "-n",
@@ -270,6 +296,22 @@ impl Lab {
             let s = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, port))?;
             Ok(s)
         })
+    }
+
+    /// (rx packets, tx packets) of `dev` in namespace `ns`.
+    ///
+    /// # Errors
+    /// When `ip -s link` fails or prints something unexpected.
+    pub fn link_packets(ns: &str, dev: &str) -> Result<(u64, u64)> {
+        let out = Command::new("ip")
+            .args(["-n", ns, "-s", "-j", "link", "show", "dev", dev])
+            .output()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("ip -s -j link")?;
+        let stats = &v[0]["stats64"];
+        Ok((
+            stats["rx"]["packets"].as_u64().context("rx packets")?,
+            stats["tx"]["packets"].as_u64().context("tx packets")?,
+        ))
     }
 
     /// Whether any XDP program is attached to the collector interface (`ip link` output).
@@ -506,8 +548,8 @@ fn port_bound(ns: &str, port: u16) -> bool {
     let ns = ns.to_owned();
     Lab::within(&ns, move || {
         let hex = format!(":{port:04X} ");
-        let v6 = std::fs::read_to_string("/proc/net/udp6").unwrap_or_default();
-        let v4 = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+        let v6 = std::fs::read_to_string("/proc/thread-self/net/udp6").unwrap_or_default();
+        let v4 = std::fs::read_to_string("/proc/thread-self/net/udp").unwrap_or_default();
         Ok(v6.lines().chain(v4.lines()).any(|l| {
             l.split_whitespace()
                 .nth(1)
