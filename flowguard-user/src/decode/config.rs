@@ -11,8 +11,12 @@ use serde::{Deserialize, Serialize};
 #[serde(default)]
 pub struct DecoderConfig {
     /// Distinct exporters with state; packets from further exporters are refused
-    /// (`exporter_limit`). Idle exporters are forgotten after `template_ttl_ms`.
+    /// (`exporter_limit`). Exporters with no templates, sampling or pending data are
+    /// forgotten after `exporter_idle_ms` without packets.
     pub max_exporters: usize,
+    /// How long an exporter left with nothing but counters is kept (its counters stay in
+    /// the decoder's totals when it goes).
+    pub exporter_idle_ms: u64,
     /// Observation domains (v9 source ids) per exporter (`domain_limit`).
     pub max_domains_per_exporter: usize,
     /// Templates per exporter over all its domains; the least recently defined or
@@ -46,6 +50,7 @@ impl Default for DecoderConfig {
     fn default() -> Self {
         Self {
             max_exporters: 4096,
+            exporter_idle_ms: 2 * 60 * 60 * 1000,
             max_domains_per_exporter: 256,
             max_templates_per_exporter: 4096,
             max_template_bytes_per_exporter: 4 << 20,

@@ -293,7 +293,7 @@ impl Decoder {
             freed += e.sweep(now_ms, config, &mut c);
             e.counters.merge(&c);
             counters.merge(&c);
-            !(e.is_idle() && now_ms.saturating_sub(e.last_seen_ms) > config.template_ttl_ms)
+            !(e.is_idle() && now_ms.saturating_sub(e.last_seen_ms) > config.exporter_idle_ms)
         });
         self.core.pending_bytes -= freed;
     }
