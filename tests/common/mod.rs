@@ -130,8 +130,7 @@ impl Lab {
             (c, &self.collector_if, COLLECTOR_V4, COLLECTOR_V6),
             (e, &self.exporter_if, EXPORTER_V4, EXPORTER_V6),
         ] {
-            // A quiet link: no link-local address (so no MLD reports), no router
-            // solicitations, no multicast. Only the tests' own packets cross it, which lets
+            // A quiet link: no link-local address, no router solicitations, no multicast. Only the tests' own packets cross it, which lets
             // them account for every frame exactly.
             ip(&[
                 "-n",
@@ -145,16 +144,19 @@ impl Lab {
                 "off",
             ])?;
             for key in ["all", "default", dev.as_str()] {
-                let _ = Command::new("ip")
-                    .args([
-                        "netns",
-                        "exec",
-                        ns,
-                        "sysctl",
-                        "-qw",
-                        &format!("net.ipv6.conf.{key}.router_solicitations=0"),
-                    ])
-                    .status();
+                // Unsolicited MLD reports for the solicited-node groups of the addresses
+                // still go out; a 1 ms report interval makes them all leave during set-up
+                // (waited out below), before any test counts frames.
+                for setting in [
+                    "router_solicitations=0",
+                    "mldv1_unsolicited_report_interval=1",
+                    "mldv2_unsolicited_report_interval=1",
+                ] {
+                    let key = format!("net.ipv6.conf.{key}.{setting}");
+                    let _ = Command::new("ip")
+                        .args(["netns", "exec", ns, "sysctl", "-qw", &key])
+                        .status();
+                }
             }
             ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev])?;
             ip(&[
@@ -225,7 +227,19 @@ impl Lab {
             "nud",
             "permanent",
         ])?;
-        Ok(())
+        // Wait until set-up traffic (MLD reports) is over: the counters hold still for 200 ms.
+        let mut last = (u64::MAX, u64::MAX);
+        let mut still = 0;
+        for _ in 0..100 {
+            let now = Self::link_packets(e, &self.exporter_if)?;
+            still = if now == last { still + 1 } else { 0 };
+            if still >= 4 {
+                return Ok(());
+            }
+            last = now;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("lab link never went quiet")
     }
 
     fn teardown(&self) {
