@@ -102,6 +102,11 @@ pub enum Ie {
     EgressPhysicalInterface,
     /// 298 `initiatorPackets`.
     InitiatorPackets,
+    /// 312 `dataLinkFrameSize`: size of the sampled frame (packet-sampling exporters).
+    DataLinkFrameSize,
+    /// 315 `dataLinkFrameSection`: the first bytes of the sampled frame, parsed for
+    /// addresses and ports when the record has no layer-3 fields.
+    DataLinkFrameSection,
     /// 302 `selectorId` (RFC 5477).
     SelectorId,
     /// 304 `selectorAlgorithm`.
@@ -172,6 +177,8 @@ impl Ie {
             252 => Self::IngressPhysicalInterface,
             253 => Self::EgressPhysicalInterface,
             298 => Self::InitiatorPackets,
+            312 => Self::DataLinkFrameSize,
+            315 => Self::DataLinkFrameSection,
             302 => Self::SelectorId,
             304 => Self::SelectorAlgorithm,
             305 => Self::SamplingPacketInterval,
@@ -256,6 +263,8 @@ pub struct RawRecord {
     pub packet_space: Option<u64>,
     pub sampling_size: Option<u64>,
     pub sampling_population: Option<u64>,
+    /// What the `dataLinkFrameSection` (315) said, used where layer-3 fields are absent.
+    pub frame: Option<FrameInfo>,
 }
 
 impl RawRecord {
@@ -293,6 +302,7 @@ impl RawRecord {
         packet_space: None,
         sampling_size: None,
         sampling_population: None,
+        frame: None,
     };
 
     /// Stores one field value. Values of an unexpected length are ignored (an address
@@ -308,6 +318,8 @@ impl RawRecord {
             Ie::PostOctetDeltaCount => self.set_bytes(1, be_uint(v)),
             Ie::OctetTotalCount => self.set_bytes(2, be_uint(v)),
             Ie::InitiatorOctets => self.set_bytes(3, be_uint(v)),
+            Ie::DataLinkFrameSize => self.set_bytes(4, be_uint(v)),
+            Ie::DataLinkFrameSection => self.frame = parse_frame(v),
             Ie::PacketDeltaCount => self.set_packets(0, be_uint(v)),
             Ie::PostPacketDeltaCount => self.set_packets(1, be_uint(v)),
             Ie::PacketTotalCount => self.set_packets(2, be_uint(v)),
@@ -317,15 +329,11 @@ impl RawRecord {
             Ie::TcpControlBits => self.tcp_flags = be_uint(v) as u8,
             Ie::SourceTransportPort => self.src_port = be_uint(v) as u16,
             Ie::DestinationTransportPort => self.dst_port = be_uint(v) as u16,
-            Ie::SourceIpv4Address | Ie::SourceIpv6Address => {
-                if let Some(a) = addr(v) {
-                    self.src_addr = Some(a);
-                }
-            }
+            // Templates often carry both IPv4 and IPv6 fields and zero the unused pair;
+            // an unspecified address never replaces a real one.
+            Ie::SourceIpv4Address | Ie::SourceIpv6Address => set_addr(&mut self.src_addr, v),
             Ie::DestinationIpv4Address | Ie::DestinationIpv6Address => {
-                if let Some(a) = addr(v) {
-                    self.dst_addr = Some(a);
-                }
+                set_addr(&mut self.dst_addr, v)
             }
             Ie::IngressInterface => self.set_input(0, be_uint(v) as u32),
             Ie::IngressPhysicalInterface => self.set_input(1, be_uint(v) as u32),
@@ -363,6 +371,18 @@ impl RawRecord {
             // factor is the same for random and deterministic 1-in-N sampling.
             Ie::SamplingAlgorithm | Ie::SamplerMode | Ie::SelectorAlgorithm | Ie::Unknown(_) => {}
         }
+    }
+
+    /// True when some byte counter element was present.
+    #[must_use]
+    pub fn has_bytes(&self) -> bool {
+        self.bytes_rank != RANK_NONE
+    }
+
+    /// True when some packet counter element was present.
+    #[must_use]
+    pub fn has_packets(&self) -> bool {
+        self.packets_rank != RANK_NONE
     }
 
     #[inline]
@@ -421,6 +441,125 @@ impl RawRecord {
         };
         Some(u32::try_from(f.max(1)).unwrap_or(u32::MAX))
     }
+}
+
+#[inline]
+fn set_addr(slot: &mut Option<IpAddr>, v: &[u8]) {
+    if let Some(a) = addr(v) {
+        if slot.is_none_or(|old| old.is_unspecified()) {
+            *slot = Some(a);
+        }
+    }
+}
+
+/// Layer-3/4 facts read from a sampled frame (IE 315).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[expect(missing_docs, reason = "fields mirror the FlowRecord fields they fill")]
+pub struct FrameInfo {
+    pub src_addr: IpAddr,
+    pub dst_addr: IpAddr,
+    pub protocol: u8,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// ICMP type << 8 | code, for ICMP and ICMPv6.
+    pub icmp_type_code: u16,
+}
+
+/// Parses an Ethernet frame section: up to a few VLAN tags and MPLS labels (with a
+/// pseudowire control word and inner Ethernet, RFC 4448), then the outer IPv4 or IPv6
+/// header and the first 4 bytes of TCP/UDP/SCTP or ICMP. The section is usually cut
+/// short by the exporter, so anything missing just ends the parse.
+#[must_use]
+pub fn parse_frame(frame: &[u8]) -> Option<FrameInfo> {
+    let mut at = 12usize; // after destination and source MAC
+    let mut ethertype = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
+    at += 2;
+    for _ in 0..16 {
+        match ethertype {
+            // 802.1Q / 802.1ad tags: skip TCI, read the next ethertype.
+            0x8100 | 0x88a8 | 0x9100 => {
+                ethertype = u16::from_be_bytes([*frame.get(at + 2)?, *frame.get(at + 3)?]);
+                at += 4;
+            }
+            // MPLS: pop labels to bottom of stack, then guess the payload by its first nibble.
+            0x8847 | 0x8848 => {
+                loop {
+                    let bos = frame.get(at + 2)? & 1;
+                    at += 4;
+                    if bos == 1 {
+                        break;
+                    }
+                }
+                match frame.get(at)? >> 4 {
+                    4 => ethertype = 0x0800,
+                    6 => ethertype = 0x86dd,
+                    0 => {
+                        // Pseudowire control word, then an inner Ethernet frame.
+                        at += 4 + 12;
+                        ethertype = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
+                        at += 2;
+                    }
+                    _ => return None,
+                }
+            }
+            0x0800 => return parse_ipv4(frame.get(at..)?),
+            0x86dd => return parse_ipv6(frame.get(at..)?),
+            _ => return None,
+        }
+    }
+    None
+}
+
+fn parse_ipv4(ip: &[u8]) -> Option<FrameInfo> {
+    let ihl = usize::from(ip.first()? & 0x0f) * 4;
+    let protocol = *ip.get(9)?;
+    let src = <[u8; 4]>::try_from(ip.get(12..16)?).ok()?;
+    let dst = <[u8; 4]>::try_from(ip.get(16..20)?).ok()?;
+    // Only the first fragment carries the transport header.
+    let first_fragment = u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]) & 0x1fff == 0;
+    let l4 = if first_fragment { ip.get(ihl..) } else { None };
+    Some(with_l4(
+        IpAddr::V4(src.into()),
+        IpAddr::V4(dst.into()),
+        protocol,
+        l4,
+    ))
+}
+
+fn parse_ipv6(ip: &[u8]) -> Option<FrameInfo> {
+    let protocol = *ip.get(6)?;
+    let src = <[u8; 16]>::try_from(ip.get(8..24)?).ok()?;
+    let dst = <[u8; 16]>::try_from(ip.get(24..40)?).ok()?;
+    Some(with_l4(
+        IpAddr::V6(src.into()),
+        IpAddr::V6(dst.into()),
+        protocol,
+        ip.get(40..),
+    ))
+}
+
+fn with_l4(src_addr: IpAddr, dst_addr: IpAddr, protocol: u8, l4: Option<&[u8]>) -> FrameInfo {
+    let mut info = FrameInfo {
+        src_addr,
+        dst_addr,
+        protocol,
+        src_port: 0,
+        dst_port: 0,
+        icmp_type_code: 0,
+    };
+    let word = |i: usize| {
+        l4.and_then(|b| b.get(i..i + 2))
+            .map_or(0, |w| u16::from_be_bytes([w[0], w[1]]))
+    };
+    match protocol {
+        6 | 17 | 132 => {
+            info.src_port = word(0);
+            info.dst_port = word(2);
+        }
+        1 | 58 => info.icmp_type_code = word(0),
+        _ => {}
+    }
+    info
 }
 
 #[inline]

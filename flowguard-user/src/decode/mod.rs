@@ -728,10 +728,32 @@ fn fill_record(rec: &mut FlowRecord, raw: &RawRecord, interval: u32) {
         (None, None, None) => 0,
         (None, t, c) => u16::from(t.unwrap_or(0)) << 8 | u16::from(c.unwrap_or(0)),
     };
+    let mut packets = raw.packets;
+    // Packet-sampling exporters (IE 315, e.g. Juniper, ipfixprobe's L2 mode) send the
+    // frame instead of layer-3 fields: one record is one sampled packet.
+    if let Some(f) = raw
+        .frame
+        .filter(|_| raw.src_addr.is_none() && raw.dst_addr.is_none())
+    {
+        rec.src_addr = f.src_addr;
+        rec.dst_addr = f.dst_addr;
+        rec.protocol = f.protocol;
+        rec.src_port = f.src_port;
+        rec.dst_port = f.dst_port;
+        rec.icmp_type_code = f.icmp_type_code;
+        if !raw.has_packets() {
+            packets = 1;
+        }
+    }
+    // Exporters without an ICMP element put type << 8 | code in the destination port
+    // (the v5 convention, kept by many v9/IPFIX exporters).
+    if rec.icmp_type_code == 0 && matches!(rec.protocol, 1 | 58) && rec.src_port == 0 {
+        rec.icmp_type_code = rec.dst_port;
+    }
     rec.direction = raw.direction;
     rec.input_interface = raw.input_interface;
     rec.output_interface = raw.output_interface;
-    rec.set_counts(raw.bytes, raw.packets, interval);
+    rec.set_counts(raw.bytes, packets, interval);
 }
 
 /// Absolute time of a sysUpTime-relative timestamp: `export − (uptime − t)`, the

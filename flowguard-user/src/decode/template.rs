@@ -85,10 +85,14 @@ impl Template {
                 Ie::new(f.id, f.enterprise)
             };
             if f.length == 0 {
-                zero.get_or_insert(DecodeError::ZeroLengthField {
-                    template_id,
-                    field_id: f.id,
-                });
+                // Cisco sends the v9 `System` scope with length 0: harmless, and too
+                // common to count as an error.
+                if !is_v9_scope {
+                    zero.get_or_insert(DecodeError::ZeroLengthField {
+                        template_id,
+                        field_id: f.id,
+                    });
+                }
                 continue;
             }
             let on_wire = if ipfix && f.length == VARIABLE_LENGTH {

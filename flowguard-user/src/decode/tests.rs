@@ -1165,3 +1165,241 @@ fn never_panics_on_mutations_of_valid_packets() {
     }
     assert!(d.counters().errors() > 0);
 }
+
+// ---------------------------------------------------------------- layer-2 sections and quirks
+
+#[test]
+fn zero_addresses_do_not_override_and_icmp_from_dst_port() {
+    let mut d = Decoder::default();
+    // Both v4 and v6 fields, the unused pair zeroed (seen from real exporters).
+    let fields = [
+        f(8, 4),
+        f(27, 16),
+        f(12, 4),
+        f(28, 16),
+        f(4, 1),
+        f(7, 2),
+        f(11, 2),
+    ];
+    let rec = [
+        &[10, 0, 0, 1][..],
+        &[0; 16],
+        &[10, 0, 0, 2],
+        &[0; 16],
+        &[1],
+        &[0, 0],
+        &[8, 0],
+    ]
+    .concat();
+    let p = ipfix(0, |m| {
+        template(m, true, 256, &fields);
+        data(m, 256, &[rec]);
+    });
+    let (recs, _) = run(&mut d, EXP, &p);
+    assert_eq!(recs[0].src_addr, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
+    assert_eq!(recs[0].dst_addr, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)));
+    assert_eq!(recs[0].icmp_type_code, 0x0800);
+}
+
+#[test]
+fn data_link_frame_section_fills_addresses() {
+    // Ethernet, one VLAN tag, IPv4/UDP 10.1.1.1:53 → 10.2.2.2:4000, 120-byte frame.
+    let mut frame = vec![0u8; 12];
+    frame.extend_from_slice(&[0x81, 0x00, 0, 10, 0x08, 0x00]);
+    frame.extend_from_slice(&[
+        0x45, 0, 0, 100, 0, 0, 0, 0, 64, 17, 0, 0, 10, 1, 1, 1, 10, 2, 2, 2,
+    ]);
+    frame.extend_from_slice(&[0, 53, 0x0f, 0xa0]);
+    // Same packet carried over MPLS (two labels) with a pseudowire control word.
+    let mut mpls = vec![0u8; 12];
+    mpls.extend_from_slice(&[0x88, 0x47, 0, 1, 0, 64, 0, 2, 1, 64, 0, 0, 0, 0]);
+    mpls.extend_from_slice(&frame);
+    let fields = [f(10, 4), f(312, 2), f(315, VARIABLE_LENGTH)];
+    for section in [frame, mpls] {
+        let mut d = Decoder::default();
+        let len = u8::try_from(section.len()).unwrap();
+        let rec = [&[0, 0, 0, 3][..], &120u16.to_be_bytes(), &[len], &section].concat();
+        let p = ipfix(0, |m| {
+            template(m, true, 256, &fields);
+            data(m, 256, &[rec]);
+        });
+        let (recs, r) = run(&mut d, EXP, &p);
+        assert!(r.is_ok(), "{r:?}");
+        let r = recs[0];
+        assert_eq!(
+            (r.src_addr, r.dst_addr),
+            (
+                IpAddr::V4(Ipv4Addr::new(10, 1, 1, 1)),
+                IpAddr::V4(Ipv4Addr::new(10, 2, 2, 2))
+            )
+        );
+        assert_eq!((r.protocol, r.src_port, r.dst_port), (17, 53, 4000));
+        assert_eq!((r.bytes, r.packets, r.input_interface), (120, 1, 3));
+    }
+    assert_eq!(ie::parse_frame(&[0; 13]), None);
+}
+
+// ---------------------------------------------------------------- conformance vectors
+
+/// UDP payloads of an Ethernet pcap, with source address and capture time.
+fn pcap_payloads(path: &std::path::Path) -> Vec<(IpAddr, u64, Vec<u8>)> {
+    use pcap_parser::traits::PcapReaderIterator;
+    use pcap_parser::{LegacyPcapReader, PcapBlockOwned, PcapError};
+    let data = std::fs::read(path).unwrap();
+    let mut reader = LegacyPcapReader::new(65536, &data[..]).unwrap();
+    let mut out = Vec::new();
+    loop {
+        match reader.next() {
+            Ok((offset, block)) => {
+                let item = match block {
+                    PcapBlockOwned::Legacy(b) => {
+                        Some((u64::from(b.ts_sec) * 1000, b.data.to_vec()))
+                    }
+                    _ => None,
+                };
+                reader.consume(offset);
+                let Some((ts, frame)) = item else { continue };
+                let Ok(p) = etherparse::SlicedPacket::from_ethernet(&frame) else {
+                    continue;
+                };
+                let src: IpAddr = match &p.net {
+                    Some(etherparse::NetSlice::Ipv4(h)) => h.header().source_addr().into(),
+                    Some(etherparse::NetSlice::Ipv6(h)) => h.header().source_addr().into(),
+                    _ => continue,
+                };
+                if let Some(etherparse::TransportSlice::Udp(u)) = &p.transport {
+                    out.push((src, ts, u.payload().to_vec()));
+                }
+            }
+            Err(PcapError::Eof) => break,
+            Err(PcapError::Incomplete(_)) => reader.refill().unwrap(),
+            Err(e) => panic!("{}: {e:?}", path.display()),
+        }
+    }
+    out
+}
+
+#[test]
+fn akvorado_vectors_decode_without_errors() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/akvorado");
+    if !dir.is_dir() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "conformance vectors missing at {}",
+            dir.display()
+        );
+        eprintln!("skipping: {} not found", dir.display());
+        return;
+    }
+    // (files in order, records, a sampling interval seen, options records)
+    let groups: &[(&[&str], usize, u32, u64)] = &[
+        (&["netflow-template.pcap", "netflow-data.pcap"], 4, 1, 0),
+        (&["netflow-nfv5.pcap"], 29, 1, 0),
+        (
+            &[
+                "netflow-samplingrate-template.pcap",
+                "netflow-samplingrate-data.pcap",
+            ],
+            6,
+            2048,
+            0,
+        ),
+        (
+            &[
+                "netflow-multiplesamplingrates-options-template.pcap",
+                "netflow-multiplesamplingrates-options-data.pcap",
+                "netflow-multiplesamplingrates-template.pcap",
+                "netflow-multiplesamplingrates-data.pcap",
+            ],
+            12,
+            4000,
+            2,
+        ),
+        (
+            &["netflow-options-template.pcap", "netflow-options-data.pcap"],
+            0,
+            1,
+            4,
+        ),
+        (
+            &[
+                "netflow-ipfixprobe-templates.pcap",
+                "netflow-ipfixprobe-data.pcap",
+            ],
+            4,
+            1,
+            0,
+        ),
+        (
+            &["netflow-icmp-template.pcap", "netflow-icmp-data.pcap"],
+            4,
+            1,
+            0,
+        ),
+        (
+            &[
+                "netflow-juniper-cpid-template.pcap",
+                "netflow-juniper-cpid-data.pcap",
+            ],
+            1,
+            1,
+            0,
+        ),
+        (&["netflow-nat.pcap"], 9, 1, 0),
+        (&["netflow-physicalinterfaces.pcap"], 8, 1000, 1),
+        (&["netflow-data+templates.pcap"], 21, 100, 1),
+        (&["netflow-mpls.pcap"], 2, 10, 1),
+        (
+            &[
+                "netflow-ipfix-srv6-template.pcap",
+                "netflow-ipfix-srv6-data.pcap",
+            ],
+            1,
+            1,
+            0,
+        ),
+        (
+            &[
+                "netflow-datalink-template.pcap",
+                "netflow-datalink-data.pcap",
+            ],
+            1,
+            1,
+            0,
+        ),
+        (
+            &[
+                "netflow-ethernet-over-mpls-with-control-word-template.pcap",
+                "netflow-ethernet-over-mpls-with-control-word-data.pcap",
+            ],
+            10,
+            1,
+            0,
+        ),
+    ];
+    for (files, want, interval, options) in groups {
+        let mut d = Decoder::default();
+        let mut recs = Vec::new();
+        for file in *files {
+            for (src, ts, payload) in pcap_payloads(&dir.join(file)) {
+                let r = d.decode_into(src, ts, &payload, &mut recs);
+                assert!(r.is_ok(), "{file}: {r:?}");
+            }
+        }
+        assert_eq!(recs.len(), *want, "{files:?}");
+        assert_eq!(d.counters().errors(), 0, "{files:?}: {:?}", d.counters());
+        assert_eq!(d.counters().options_records, *options, "{files:?}");
+        if *want > 0 {
+            assert!(
+                recs.iter().any(|r| r.sampling_interval == *interval),
+                "{files:?}"
+            );
+            assert!(
+                recs.iter()
+                    .all(|r| !r.src_addr.is_unspecified() || r.protocol == 0),
+                "{files:?}"
+            );
+        }
+    }
+}
