@@ -144,12 +144,11 @@ impl ExporterState {
         }
         template.generation = generation;
         let state = self.domain_mut(domain, config)?;
-        match state.templates.insert(template_id, template) {
-            Some(old) => self.template_bytes = self.template_bytes - old.footprint() + footprint,
-            None => {
-                self.template_count += 1;
-                self.template_bytes += footprint;
-            }
+        if let Some(old) = state.templates.insert(template_id, template) {
+            self.template_bytes = self.template_bytes - old.footprint() + footprint;
+        } else {
+            self.template_count += 1;
+            self.template_bytes += footprint;
         }
         self.order.push_back((domain, template_id, generation));
         let mut outcome = InsertOutcome::default();

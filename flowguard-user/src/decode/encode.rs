@@ -302,6 +302,39 @@ impl Encoder {
         *self.samplers.entry(interval).or_insert(next)
     }
 
+    /// Writes the data templates and the sampler options template.
+    fn write_templates(&self, m: &mut MessageBuilder) {
+        let cfg = &self.config;
+        let ipfix = cfg.format == Format::Ipfix;
+        m.begin_set(if ipfix {
+            set::IPFIX_TEMPLATE
+        } else {
+            set::V9_TEMPLATE
+        });
+        m.template(cfg.template_id_v4, &data_fields(cfg.format, false));
+        m.template(cfg.template_id_v6, &data_fields(cfg.format, true));
+        m.end_set();
+        m.begin_set(if ipfix {
+            set::IPFIX_OPTIONS_TEMPLATE
+        } else {
+            set::V9_OPTIONS_TEMPLATE
+        });
+        if ipfix {
+            m.options_template(
+                cfg.options_template_id,
+                &[f(302, 4)],
+                &[f(304, 2), f(305, 4), f(306, 4)],
+            );
+        } else {
+            m.options_template(
+                cfg.options_template_id,
+                &[f(1, 4)],
+                &[f(48, 2), f(49, 1), f(50, 4)],
+            );
+        }
+        m.end_set();
+    }
+
     #[expect(
         clippy::cast_possible_truncation,
         reason = "header fields are 32-bit by definition"
@@ -324,7 +357,9 @@ impl Encoder {
         };
         let refresh = self.packets == 0
             || (self.config.template_refresh_packets > 0
-                && self.packets % self.config.template_refresh_packets == 0);
+                && self
+                    .packets
+                    .is_multiple_of(self.config.template_refresh_packets));
         let (t4, t6, topt) = (
             cfg.template_id_v4,
             cfg.template_id_v6,
@@ -332,25 +367,7 @@ impl Encoder {
         );
         let format = cfg.format;
         if refresh {
-            m.begin_set(if ipfix {
-                set::IPFIX_TEMPLATE
-            } else {
-                set::V9_TEMPLATE
-            });
-            m.template(t4, &data_fields(format, false));
-            m.template(t6, &data_fields(format, true));
-            m.end_set();
-            m.begin_set(if ipfix {
-                set::IPFIX_OPTIONS_TEMPLATE
-            } else {
-                set::V9_OPTIONS_TEMPLATE
-            });
-            if ipfix {
-                m.options_template(topt, &[f(302, 4)], &[f(304, 2), f(305, 4), f(306, 4)]);
-            } else {
-                m.options_template(topt, &[f(1, 4)], &[f(48, 2), f(49, 1), f(50, 4)]);
-            }
-            m.end_set();
+            self.write_templates(&mut m);
         }
         // Sampler table for the intervals of this packet.
         let mut intervals: Vec<u32> = batch
@@ -511,7 +528,7 @@ impl MessageBuilder {
         let Some(start) = self.set_start.take() else {
             return;
         };
-        while (self.buf.len() - start) % 4 != 0 {
+        while !(self.buf.len() - start).is_multiple_of(4) {
             self.buf.push(0);
         }
         let len = u16::try_from(self.buf.len() - start).unwrap_or(u16::MAX);
@@ -520,7 +537,7 @@ impl MessageBuilder {
         }
     }
 
-    fn put_spec(&mut self, s: &FieldSpec) {
+    fn put_spec(&mut self, s: FieldSpec) {
         if self.ipfix && s.enterprise != 0 {
             self.buf.extend_from_slice(&(s.id | 0x8000).to_be_bytes());
             self.buf.extend_from_slice(&s.length.to_be_bytes());
@@ -541,7 +558,7 @@ impl MessageBuilder {
                 .to_be_bytes(),
         );
         for s in fields {
-            self.put_spec(s);
+            self.put_spec(*s);
         }
         self.records += 1;
     }
@@ -567,7 +584,7 @@ impl MessageBuilder {
                 .extend_from_slice(&n(options.len() * 4).to_be_bytes());
         }
         for s in scope.iter().chain(options) {
-            self.put_spec(s);
+            self.put_spec(*s);
         }
         self.records += 1;
     }

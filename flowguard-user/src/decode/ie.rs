@@ -333,7 +333,7 @@ impl RawRecord {
             // an unspecified address never replaces a real one.
             Ie::SourceIpv4Address | Ie::SourceIpv6Address => set_addr(&mut self.src_addr, v),
             Ie::DestinationIpv4Address | Ie::DestinationIpv6Address => {
-                set_addr(&mut self.dst_addr, v)
+                set_addr(&mut self.dst_addr, v);
             }
             Ie::IngressInterface => self.set_input(0, be_uint(v) as u32),
             Ie::IngressPhysicalInterface => self.set_input(1, be_uint(v) as u32),
@@ -342,7 +342,7 @@ impl RawRecord {
             Ie::FlowEndSysUpTime => self.end_uptime_ms = Some(be_uint(v) as u32),
             Ie::FlowStartSysUpTime => self.start_uptime_ms = Some(be_uint(v) as u32),
             Ie::IcmpTypeCodeIpv4 | Ie::IcmpTypeCodeIpv6 => {
-                self.icmp_type_code = Some(be_uint(v) as u16)
+                self.icmp_type_code = Some(be_uint(v) as u16);
             }
             Ie::IcmpTypeIpv4 | Ie::IcmpTypeIpv6 => self.icmp_type = Some(be_uint(v) as u8),
             Ie::IcmpCodeIpv4 | Ie::IcmpCodeIpv6 => self.icmp_code = Some(be_uint(v) as u8),
@@ -355,7 +355,7 @@ impl RawRecord {
                 self.start_ms = Some(ntp_to_unix_ms(be_uint(v)));
             }
             Ie::FlowEndMicroseconds | Ie::FlowEndNanoseconds => {
-                self.end_ms = Some(ntp_to_unix_ms(be_uint(v)))
+                self.end_ms = Some(ntp_to_unix_ms(be_uint(v)));
             }
             Ie::FlowStartDeltaMicroseconds => self.start_delta_us = Some(be_uint(v)),
             Ie::FlowEndDeltaMicroseconds => self.end_delta_us = Some(be_uint(v)),
@@ -445,10 +445,10 @@ impl RawRecord {
 
 #[inline]
 fn set_addr(slot: &mut Option<IpAddr>, v: &[u8]) {
-    if let Some(a) = addr(v) {
-        if slot.is_none_or(|old| old.is_unspecified()) {
-            *slot = Some(a);
-        }
+    if let Some(a) = addr(v)
+        && slot.is_none_or(|old| old.is_unspecified())
+    {
+        *slot = Some(a);
     }
 }
 
@@ -516,7 +516,8 @@ fn parse_ipv4(ip: &[u8]) -> Option<FrameInfo> {
     let src = <[u8; 4]>::try_from(ip.get(12..16)?).ok()?;
     let dst = <[u8; 4]>::try_from(ip.get(16..20)?).ok()?;
     // Only the first fragment carries the transport header.
-    let first_fragment = u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]) & 0x1fff == 0;
+    let fragment_offset = u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]) & 0x1fff;
+    let first_fragment = fragment_offset == 0;
     let l4 = if first_fragment { ip.get(ihl..) } else { None };
     Some(with_l4(
         IpAddr::V4(src.into()),

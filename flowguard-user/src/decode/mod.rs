@@ -31,6 +31,11 @@
 //! no time at all gets the export time; one with only a start or only an end uses it for
 //! both.
 
+#![expect(
+    clippy::doc_markdown,
+    reason = "NetFlow, IPFIX and element names are protocol names, not code"
+)]
+
 pub mod cache;
 pub mod config;
 pub mod encode;
@@ -254,7 +259,7 @@ impl Decoder {
         out: &mut Vec<FlowRecord>,
     ) -> Result<Summary, DecodeError> {
         self.decode(exporter, now_ms, payload, &mut |r: &FlowRecord| {
-            out.push(*r)
+            out.push(*r);
         })
     }
 
@@ -328,17 +333,15 @@ impl Core {
         payload: &[u8],
         out: &mut F,
     ) {
-        let version = match payload {
-            [a, b, ..] => u16::from_be_bytes([*a, *b]),
-            _ => {
-                let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-                return cx.error(DecodeError::TruncatedHeader {
-                    version: 0,
-                    len,
-                    needed: 2,
-                });
-            }
+        let Some(&[a, b]) = payload.get(..2) else {
+            let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+            return cx.error(DecodeError::TruncatedHeader {
+                version: 0,
+                len,
+                needed: 2,
+            });
         };
+        let version = u16::from_be_bytes([a, b]);
         cx.summary.version = version;
         match Version::from(version) {
             Version::V5 => decode_v5(cx, payload, out),
@@ -584,22 +587,21 @@ impl Core {
     ) {
         let domain = ctx.observation_domain_id;
         let ttl = self.config.template_ttl_ms;
-        if let Some(d) = state.domains.get_mut(&domain) {
-            if d.templates
+        if let Some(d) = state.domains.get_mut(&domain)
+            && d.templates
                 .get(&template_id)
                 .is_some_and(|t| cx.now_ms.saturating_sub(t.last_seen_ms) <= ttl)
-            {
-                decode_data(
-                    d,
-                    cx,
-                    ctx,
-                    template_id,
-                    body,
-                    self.config.max_samplers_per_domain,
-                    out,
-                );
-                return;
-            }
+        {
+            decode_data(
+                d,
+                cx,
+                ctx,
+                template_id,
+                body,
+                self.config.max_samplers_per_domain,
+                out,
+            );
+            return;
         }
         // Data before its template: queue it, within the per-domain and total caps.
         cx.counters.missing_template += 1;

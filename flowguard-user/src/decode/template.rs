@@ -106,7 +106,7 @@ impl Template {
                     length: f.length,
                     ie,
                 });
-            } else if !ie.is_unknown() && offset + on_wire <= usize::from(u16::MAX) {
+            } else if !ie.is_unknown() && u16::try_from(offset + on_wire).is_ok() {
                 // Offsets past 65,535 cannot occur in a UDP datagram; a template that
                 // claims them simply never matches a data set (record_len is too big).
                 fields.push(CompiledField {

@@ -163,7 +163,7 @@ fn v9_refresh_replaces_definition() {
         &mut d,
         EXP,
         &v9(0, |m| {
-            template(m, false, 256, &[f(8, 4), f(12, 4), f(2, 4), f(1, 4)])
+            template(m, false, 256, &[f(8, 4), f(12, 4), f(2, 4), f(1, 4)]);
         }),
     );
     let (recs, _) = run(&mut d, EXP, &v9(0, |m| data(m, 256, &[simple(1, 5, 6)])));
@@ -173,7 +173,7 @@ fn v9_refresh_replaces_definition() {
         &mut d,
         EXP,
         &v9(0, |m| {
-            template(m, false, 256, &[f(8, 4), f(12, 4), f(2, 4), f(1, 4)])
+            template(m, false, 256, &[f(8, 4), f(12, 4), f(2, 4), f(1, 4)]);
         }),
     );
     assert_eq!(d.cache_usage().templates, 1);
@@ -324,7 +324,7 @@ fn v5_header_sampling() {
     let mut p = vec![0, 5, 0, 1, 0, 0, 0x27, 0x10];
     p.extend_from_slice(&SECS.to_be_bytes());
     p.extend_from_slice(&[0; 8]);
-    p.extend_from_slice(&[3, 4, 0x80 | 0x00, 10]); // engine 3/4, mode 2, interval 10
+    p.extend_from_slice(&[3, 4, 0x80, 10]); // engine 3/4, mode 2, interval 10
     p.extend_from_slice(&rec);
     let mut d = Decoder::default();
     let (recs, r) = run(&mut d, EXP, &p);
@@ -621,7 +621,7 @@ fn snapshot_round_trip_keeps_templates_and_sampling() {
         &mut d,
         EXP2,
         &ipfix(1, |m| {
-            template(m, true, 300, &[f(8, 4), f(82, VARIABLE_LENGTH), f(1, 4)])
+            template(m, true, 300, &[f(8, 4), f(82, VARIABLE_LENGTH), f(1, 4)]);
         }),
     );
     let mut buf = Vec::new();
@@ -642,7 +642,7 @@ fn snapshot_round_trip_keeps_templates_and_sampling() {
         &mut restarted,
         EXP2,
         &ipfix(1, |m| {
-            data(m, 300, &[vec![10, 0, 0, 9, 1, b'a', 0, 0, 0, 5]])
+            data(m, 300, &[vec![10, 0, 0, 9, 1, b'a', 0, 0, 0, 5]]);
         }),
     );
     assert_eq!(recs[0].bytes, 5);
@@ -747,11 +747,14 @@ fn v9_times_from_sysuptime_including_wrap() {
     assert_eq!(recs[0].end_ms, export - 1_000);
 }
 
+/// Template fields, one data record, expected (start, end).
+type TimeCase = (Vec<FieldSpec>, Vec<u8>, (u64, u64));
+
 #[test]
 fn ipfix_time_variants() {
     let export = u64::from(SECS) * 1000;
     let ntp = ie::unix_ms_to_ntp(export - 1234);
-    let cases: Vec<(Vec<FieldSpec>, Vec<u8>, (u64, u64))> = vec![
+    let cases: Vec<TimeCase> = vec![
         (
             vec![f(150, 4), f(151, 4)],
             [(SECS - 2).to_be_bytes(), (SECS - 1).to_be_bytes()].concat(),
@@ -1157,7 +1160,7 @@ fn never_panics_on_mutations_of_valid_packets() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let at = usize::try_from(seed % p.len() as u64).unwrap();
-        p[at] = (seed >> 32) as u8;
+        p[at] = seed.to_be_bytes()[3];
         if round % 3 == 0 {
             p.truncate(at.max(1));
         }
@@ -1280,6 +1283,7 @@ fn pcap_payloads(path: &std::path::Path) -> Vec<(IpAddr, u64, Vec<u8>)> {
 }
 
 #[test]
+#[expect(clippy::too_many_lines, reason = "a table of expected results")]
 fn akvorado_vectors_decode_without_errors() {
     let dir =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/akvorado");

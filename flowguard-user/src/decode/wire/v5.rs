@@ -157,11 +157,11 @@ impl<T: AsRef<[u8]>> Record<T> {
         self.buffer.as_ref()
     }
 
-    fn addr(&self, r: std::ops::Range<usize>) -> Ipv4Addr {
-        match self.b().get(r) {
-            Some(&[a, b, c, d]) => Ipv4Addr::new(a, b, c, d),
-            _ => Ipv4Addr::UNSPECIFIED,
-        }
+    fn addr(&self, range: std::ops::Range<usize>) -> Ipv4Addr {
+        self.b()
+            .get(range)
+            .and_then(|octets| <[u8; 4]>::try_from(octets).ok())
+            .map_or(Ipv4Addr::UNSPECIFIED, Ipv4Addr::from)
     }
 
     /// Source address.
