@@ -7,7 +7,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::capture::{CaptureMode, xdp::AttachMode};
+use crate::{
+    capture::{CaptureMode, xdp::AttachMode},
+    report::flows::FlowFormat,
+};
 
 /// flowguard: a security-focused NetFlow v5 / v9 / IPFIX collector.
 #[derive(Debug, Parser)]
@@ -24,6 +27,39 @@ pub enum Command {
     /// Collect export packets live (XDP or sockets), or replay capture files, through the
     /// per-shard workers.
     Run(RunArgs),
+    /// Decode capture files of export packets and print the flow records, like `nfdump -r`.
+    /// Files are read in order through one template cache.
+    Decode(DecodeArgs),
+}
+
+/// Flags of `flowguard decode`.
+#[derive(Debug, Args)]
+pub struct DecodeArgs {
+    /// pcap/pcapng files of export packets, read in order.
+    #[arg(long = "read", value_name = "FILE", required = true)]
+    pub read: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: FlowFormat,
+    /// UDP destination ports of export traffic (repeat or comma-separate). Default: 2055,
+    /// 4739, 6343, 9995.
+    #[arg(long = "port", value_delimiter = ',')]
+    pub ports: Vec<u16>,
+}
+
+impl DecodeArgs {
+    /// The ports to take, defaulted and de-duplicated.
+    #[must_use]
+    pub fn ports(&self) -> Vec<u16> {
+        let mut ports = if self.ports.is_empty() {
+            flowguard_ebpf::DEFAULT_PORTS.to_vec()
+        } else {
+            self.ports.clone()
+        };
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
 }
 
 /// Flags of `flowguard run`.
@@ -68,6 +104,51 @@ pub struct RunArgs {
     /// Stop after this many seconds (0 = run until SIGINT/SIGTERM).
     #[arg(long, default_value_t = 0)]
     pub duration: u64,
+    /// Write decoded flow records as NDJSON (IPFIX IE names) to FILE, or `-` for stdout.
+    #[arg(long, value_name = "FILE|-")]
+    pub flows_out: Option<PathBuf>,
+    /// Keep template caches here: loaded at start, saved at exit (`shard-<k>.json`), so a
+    /// restart decodes at once instead of waiting for exporters to resend templates.
+    #[arg(long, value_name = "DIR")]
+    pub template_dir: Option<PathBuf>,
+    /// Decoder limits.
+    #[command(flatten)]
+    pub limits: DecoderLimits,
+}
+
+/// Decoder limits (each hit is counted).
+#[derive(Debug, Args, Clone)]
+pub struct DecoderLimits {
+    /// Templates kept per exporter (over all its domains); the oldest is evicted beyond it.
+    #[arg(long, default_value_t = 4096)]
+    pub max_templates_per_exporter: usize,
+    /// Fields one template may declare.
+    #[arg(long, default_value_t = 1024)]
+    pub max_fields_per_template: u16,
+    /// Bytes of data waiting for its template, per (exporter, domain).
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_pending_bytes_per_domain: usize,
+    /// Bytes of data waiting for templates, in all (per worker).
+    #[arg(long, default_value_t = 64 << 20)]
+    pub max_pending_bytes: usize,
+    /// Seconds a template lives without a refresh (RFC 7011 §8.4).
+    #[arg(long, default_value_t = 1800)]
+    pub template_ttl_secs: u64,
+}
+
+impl DecoderLimits {
+    /// The decoder configuration these limits give.
+    #[must_use]
+    pub fn config(&self) -> crate::decode::DecoderConfig {
+        crate::decode::DecoderConfig {
+            max_templates_per_exporter: self.max_templates_per_exporter,
+            max_fields_per_template: self.max_fields_per_template,
+            max_pending_bytes_per_domain: self.max_pending_bytes_per_domain,
+            max_pending_bytes_total: self.max_pending_bytes,
+            template_ttl_ms: self.template_ttl_secs.saturating_mul(1000),
+            ..crate::decode::DecoderConfig::default()
+        }
+    }
 }
 
 /// Where packets come from.
@@ -109,6 +190,12 @@ pub struct RunConfig {
     pub stall: std::time::Duration,
     /// Run time limit.
     pub duration: Option<std::time::Duration>,
+    /// Flow record output (`-` = stdout).
+    pub flows_out: Option<PathBuf>,
+    /// Template snapshot directory.
+    pub template_dir: Option<PathBuf>,
+    /// Decoder configuration.
+    pub decoder: crate::decode::DecoderConfig,
 }
 
 /// A flag combination that makes no sense.
@@ -175,6 +262,9 @@ impl RunArgs {
             packet_log: self.packet_log,
             stall: std::time::Duration::from_millis(self.stall_workers_ms),
             duration: (self.duration > 0).then(|| std::time::Duration::from_secs(self.duration)),
+            flows_out: self.flows_out,
+            template_dir: self.template_dir,
+            decoder: self.limits.config(),
         })
     }
 }
@@ -186,7 +276,9 @@ mod tests {
     fn parse(args: &[&str]) -> Result<RunConfig, String> {
         let cli = Cli::try_parse_from(std::iter::once("flowguard").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
-        let Command::Run(run) = cli.command;
+        let Command::Run(run) = cli.command else {
+            return Err("not run".into());
+        };
         run.validate().map_err(|e| e.0)
     }
 

@@ -8,5 +8,6 @@
 pub mod capture;
 pub mod cli;
 pub mod decode;
+pub mod report;
 pub mod run;
 pub mod worker;

@@ -12,6 +12,7 @@ fn main() -> ExitCode {
             .validate()
             .map_err(anyhow::Error::from)
             .and_then(|config| flowguard::run::run(&config).map(drop)),
+        Command::Decode(args) => flowguard::run::decode_files(&args).map(drop),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -23,8 +23,108 @@ use crate::{
         xdp::{self, Kernel},
     },
     cli::{Input, RunConfig},
-    worker::{Counter, Counters, LiveInputs, SharedCounters, Worker, run_live},
+    decode::{DecodeCounters, Decoder},
+    worker::{Counter, Counters, FlowSink, LiveInputs, SharedCounters, Worker, run_live},
 };
+
+/// Template snapshots found in `--template-dir`, read before the workers start.
+fn read_snapshots(config: &RunConfig) -> Result<Vec<Vec<u8>>> {
+    let Some(dir) = &config.template_dir else {
+        return Ok(Vec::new());
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut snaps = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let Some(k) = name
+            .strip_prefix("shard-")
+            .and_then(|n| n.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        snaps.push(std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?);
+        // Snapshots of shards that no longer exist are now loaded into every worker;
+        // remove them so they are not loaded again after this run saves its own.
+        if k.parse::<usize>().is_ok_and(|k| k >= config.workers) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    Ok(snaps)
+}
+
+/// Builds shard `k`'s worker: its decoder (with every snapshot loaded: the shard count may
+/// have changed since they were written, and templates of exporters that now hash
+/// elsewhere simply expire), its flow sink and its packet log.
+fn make_worker(
+    k: usize,
+    shared: Arc<SharedCounters>,
+    config: &RunConfig,
+    snapshots: &[Vec<u8>],
+    flows: Option<FlowSink>,
+) -> Result<Worker> {
+    let mut decoder = Decoder::new(config.decoder.clone());
+    for snap in snapshots {
+        if let Err(e) = decoder.load_snapshot(snap.as_slice()) {
+            eprintln!("flowguard: worker {k}: ignoring a template snapshot: {e}");
+        }
+    }
+    let mut worker = Worker::new(k, shared, config.packet_log.as_deref())
+        .context("creating packet log")?
+        .with_decoder(decoder);
+    if let Some(sink) = flows {
+        worker = worker.with_flows(sink);
+    }
+    Ok(worker)
+}
+
+/// Saves shard `k`'s templates to `--template-dir` (write, then rename, so a crash never
+/// leaves half a snapshot).
+fn save_templates(config: &RunConfig, k: usize, worker: &Worker) -> Result<()> {
+    let Some(dir) = &config.template_dir else {
+        return Ok(());
+    };
+    let path = dir.join(format!("shard-{k}.json"));
+    let tmp = dir.join(format!(".shard-{k}.json.tmp"));
+    let file = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    worker
+        .decoder()
+        .save_snapshot(std::io::BufWriter::new(file))
+        .with_context(|| format!("saving templates to {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+/// Starts the `--flows-out` writer thread. Workers send NDJSON chunks; the thread ends when
+/// every sender is gone.
+fn flows_writer(
+    config: &RunConfig,
+) -> Result<Option<(FlowSink, std::thread::JoinHandle<std::io::Result<()>>)>> {
+    use std::io::Write as _;
+    let Some(path) = &config.flows_out else {
+        return Ok(None);
+    };
+    let mut out: Box<dyn std::io::Write + Send> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        ))
+    };
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(1024);
+    let handle = std::thread::Builder::new()
+        .name("flowguard-flows".into())
+        .spawn(move || {
+            for chunk in rx {
+                out.write_all(&chunk)?;
+            }
+            out.flush()
+        })?;
+    Ok(Some((tx, handle)))
+}
 
 /// Final counters of a run, as printed and written to `--stats-json`.
 #[derive(Debug, Default, serde::Serialize)]
@@ -37,6 +137,8 @@ pub struct Summary {
     pub socket_kernel_drops: u64,
     /// Capture-file reader counters (`--read` only).
     pub pcap: Option<PcapCounters>,
+    /// Decoder counters, summed over workers.
+    pub decode: DecodeCounters,
     /// Seconds the run took.
     pub elapsed_secs: f64,
 }
@@ -64,12 +166,21 @@ pub fn run(config: &RunConfig) -> Result<Summary> {
 fn run_files(config: &RunConfig, files: &[std::path::PathBuf]) -> Result<Summary> {
     let started = Instant::now();
     let shared: Vec<Arc<SharedCounters>> = (0..config.workers).map(|_| Arc::default()).collect();
+    let snapshots = read_snapshots(config)?;
+    let writer = flows_writer(config)?;
     let mut workers = shared
         .iter()
         .enumerate()
-        .map(|(k, s)| Worker::new(k, Arc::clone(s), config.packet_log.as_deref()))
-        .collect::<std::io::Result<Vec<_>>>()
-        .context("creating packet log")?;
+        .map(|(k, s)| {
+            make_worker(
+                k,
+                Arc::clone(s),
+                config,
+                &snapshots,
+                writer.as_ref().map(|(tx, _)| tx.clone()),
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut counters = PcapCounters::default();
     for path in files {
         let file = PcapFile::open(path)?;
@@ -78,14 +189,26 @@ fn run_files(config: &RunConfig, files: &[std::path::PathBuf]) -> Result<Summary
             workers[k].handle(packet);
         })?;
     }
-    for w in &mut workers {
+    let mut decode = DecodeCounters::default();
+    for (k, w) in workers.iter_mut().enumerate() {
         w.finish();
+        decode.merge(&w.decode_counters());
+        save_templates(config, k, w)?;
+    }
+    drop(workers);
+    if let Some((tx, handle)) = writer {
+        drop(tx);
+        handle
+            .join()
+            .map_err(|_| anyhow!("flows writer panicked"))?
+            .context("writing flows")?;
     }
     Ok(Summary {
         workers: shared.iter().map(|s| counters_json(&s.load())).collect(),
         xdp: None,
         socket_kernel_drops: 0,
         pcap: Some(counters),
+        decode,
         elapsed_secs: started.elapsed().as_secs_f64(),
     })
 }
@@ -108,6 +231,8 @@ fn run_live_capture(config: &RunConfig) -> Result<Summary> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let shared: Vec<Arc<SharedCounters>> = (0..n).map(|_| Arc::default()).collect();
+    let snapshots = Arc::new(read_snapshots(config)?);
+    let writer = flows_writer(config)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let offset = xdp::monotonic_to_unix_offset();
     let mut handles = Vec::with_capacity(n);
@@ -120,18 +245,21 @@ fn run_live_capture(config: &RunConfig) -> Result<Summary> {
         };
         let stop = Arc::clone(&stop);
         let counters = Arc::clone(&shared[k]);
-        let log_dir = config.packet_log.clone();
         let core = cores.get(k % cores.len().max(1)).copied();
+        let config = config.clone();
+        let snapshots = Arc::clone(&snapshots);
+        let sink = writer.as_ref().map(|(tx, _)| tx.clone());
         let handle = std::thread::Builder::new()
             .name(format!("flowguard-w{k}"))
-            .spawn(move || -> std::io::Result<()> {
+            .spawn(move || -> Result<DecodeCounters> {
                 if let Some(core) = core {
                     core_affinity::set_for_current(core);
                 }
                 // The worker's state is built here, on its own core.
-                let mut worker = Worker::new(k, counters, log_dir.as_deref())?;
+                let mut worker = make_worker(k, counters, &config, &snapshots, sink)?;
                 run_live(&mut worker, inputs, &stop);
-                Ok(())
+                save_templates(&config, k, &worker)?;
+                Ok(worker.decode_counters())
             })
             .context("spawning worker")?;
         handles.push(handle);
@@ -146,8 +274,16 @@ fn run_live_capture(config: &RunConfig) -> Result<Summary> {
         .transpose()?;
     kernel.detach_xdp();
     stop.store(true, Ordering::Release);
+    let mut decode = DecodeCounters::default();
     for h in handles {
-        h.join().map_err(|_| anyhow!("a worker panicked"))??;
+        decode.merge(&h.join().map_err(|_| anyhow!("a worker panicked"))??);
+    }
+    if let Some((tx, handle)) = writer {
+        drop(tx);
+        handle
+            .join()
+            .map_err(|_| anyhow!("flows writer panicked"))?
+            .context("writing flows")?;
     }
     let xdp_counters = match xdp_before_detach {
         Some(_) => Some(kernel.counters()?),
@@ -158,6 +294,7 @@ fn run_live_capture(config: &RunConfig) -> Result<Summary> {
         xdp: xdp_counters.map(|c| outcome_json(&c)),
         socket_kernel_drops: socket::kernel_drops(&inodes),
         pcap: None,
+        decode,
         elapsed_secs: started.elapsed().as_secs_f64(),
     })
 }
@@ -294,4 +431,95 @@ pub fn render_summary(s: &Summary) -> String {
         );
     }
     out
+}
+
+/// What `flowguard decode` did.
+#[derive(Debug, Default)]
+pub struct DecodeTotals {
+    /// Datagrams fed to the decoder.
+    pub datagrams: u64,
+    /// Records printed.
+    pub records: u64,
+    /// Datagrams that reported a decode problem.
+    pub datagrams_with_errors: u64,
+}
+
+/// `flowguard decode`: every file in order through one decoder, records to stdout.
+///
+/// # Errors
+/// Unreadable files or a closed stdout.
+pub fn decode_files(args: &crate::cli::DecodeArgs) -> Result<DecodeTotals> {
+    use std::io::Write as _;
+
+    use crate::{
+        decode::{Decoder, DecoderConfig},
+        report::flows::{FlowFormat, TABLE_HEADER, write_json, write_table_row},
+    };
+
+    let ports = args.ports();
+    let mut decoder = Decoder::new(DecoderConfig::default());
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut buf = String::with_capacity(1 << 16);
+    if args.format == FlowFormat::Table {
+        buf.push_str(TABLE_HEADER);
+    }
+    let mut totals = DecodeTotals::default();
+    let mut pcap = PcapCounters::default();
+    let mut io_error = None;
+    for path in &args.read {
+        let file = PcapFile::open(path)?;
+        file.for_each_datagram(&ports, &mut pcap, |packet| {
+            totals.datagrams += 1;
+            let now_ms = packet.received_ns / 1_000_000;
+            let result = decoder.decode(packet.exporter.ip(), now_ms, packet.payload, &mut |r| {
+                totals.records += 1;
+                match args.format {
+                    FlowFormat::Json => write_json(&mut buf, r),
+                    FlowFormat::Table => write_table_row(&mut buf, r),
+                }
+            });
+            if result.is_err() {
+                totals.datagrams_with_errors += 1;
+            }
+            if buf.len() > 1 << 15 && io_error.is_none() {
+                io_error = out.write_all(buf.as_bytes()).err();
+                buf.clear();
+            }
+        })?;
+    }
+    if let Some(e) = io_error {
+        return Err(e).context("writing records");
+    }
+    out.write_all(buf.as_bytes()).context("writing records")?;
+    out.flush().context("writing records")?;
+    let counters = decoder.counters();
+    let mut line = format!(
+        "flowguard: {} file(s), {} datagram(s), {} record(s)",
+        args.read.len(),
+        totals.datagrams,
+        totals.records
+    );
+    if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(counters) {
+        let problems: Vec<String> = map
+            .iter()
+            .filter(|(k, v)| {
+                v.as_u64().unwrap_or(0) > 0
+                    && !matches!(
+                        k.as_str(),
+                        "packets"
+                            | "records"
+                            | "options_records"
+                            | "templates"
+                            | "options_templates"
+                    )
+            })
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if !problems.is_empty() {
+            let _ = write!(line, "; {}", problems.join(" "));
+        }
+    }
+    eprintln!("{line}");
+    Ok(totals)
 }

@@ -21,7 +21,11 @@ use std::{
 
 use aya::maps::{MapData, RingBuf};
 
-use crate::capture::{ExportPacket, Source, socket::RecvBatch, xdp};
+use crate::{
+    capture::{ExportPacket, Source, socket::RecvBatch, xdp},
+    decode::{DecodeCounters, Decoder},
+    report::flows::write_json,
+};
 
 macro_rules! counters {
     ($($(#[doc = $doc:literal])* $variant:ident => $name:literal,)*) => {
@@ -80,6 +84,12 @@ counters! {
     InvalidRingRecord => "invalid_ring_record",
     /// Socket receive errors.
     SocketErrors => "socket_errors",
+    /// Flow records decoded.
+    Records => "records",
+    /// Datagrams the decoder reported a problem with (details in the decode counters).
+    DecodeErrors => "decode_errors",
+    /// `--flows-out` chunks dropped because the writer fell behind.
+    FlowsOutDropped => "flows_out_dropped",
 }
 
 /// Number of counters.
@@ -181,6 +191,12 @@ pub fn classify(payload: &[u8]) -> Result<Version, Counter> {
     }
 }
 
+/// Where a worker sends formatted flow records: NDJSON chunks to the `--flows-out` writer.
+pub type FlowSink = crossbeam_channel::Sender<Vec<u8>>;
+
+/// Bytes of formatted records a worker gathers before handing a chunk to the writer.
+const FLOW_CHUNK: usize = 64 * 1024;
+
 /// One shard's worker state.
 #[derive(Debug)]
 pub struct Worker {
@@ -189,6 +205,9 @@ pub struct Worker {
     shared: Arc<SharedCounters>,
     packet_log: Option<BufWriter<File>>,
     line: String,
+    decoder: Decoder,
+    flows: Option<FlowSink>,
+    flow_buf: String,
 }
 
 impl Worker {
@@ -213,7 +232,37 @@ impl Worker {
             shared,
             packet_log,
             line: String::new(),
+            decoder: Decoder::default(),
+            flows: None,
+            flow_buf: String::new(),
         })
+    }
+
+    /// Uses `decoder` (configured, perhaps loaded from a snapshot) for this shard.
+    #[must_use]
+    pub fn with_decoder(mut self, decoder: Decoder) -> Self {
+        self.decoder = decoder;
+        self
+    }
+
+    /// Sends decoded records, as NDJSON, to `sink`.
+    #[must_use]
+    pub fn with_flows(mut self, sink: FlowSink) -> Self {
+        self.flow_buf.reserve(FLOW_CHUNK + 4096);
+        self.flows = Some(sink);
+        self
+    }
+
+    /// The decoder's counters.
+    #[must_use]
+    pub fn decode_counters(&self) -> DecodeCounters {
+        *self.decoder.counters()
+    }
+
+    /// The decoder (for snapshots).
+    #[must_use]
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
     }
 
     /// Handles one datagram.
@@ -229,15 +278,60 @@ impl Worker {
             },
             1,
         );
-        match classify(packet.payload) {
-            Ok(Version::V5) => c.bump(Counter::V5, 1),
-            Ok(Version::V9) => c.bump(Counter::V9, 1),
-            Ok(Version::Ipfix) => c.bump(Counter::Ipfix, 1),
-            Ok(Version::Sflow) => c.bump(Counter::Sflow, 1),
-            Err(reason) => c.bump(reason, 1),
-        }
+        let decodable = match classify(packet.payload) {
+            Ok(Version::V5) => Some(Counter::V5),
+            Ok(Version::V9) => Some(Counter::V9),
+            Ok(Version::Ipfix) => Some(Counter::Ipfix),
+            Ok(Version::Sflow) => {
+                c.bump(Counter::Sflow, 1);
+                None
+            }
+            Err(reason) => {
+                c.bump(reason, 1);
+                None
+            }
+        };
         if self.packet_log.is_some() {
             self.log(packet);
+        }
+        if let Some(version) = decodable {
+            self.counters.bump(version, 1);
+            self.decode(packet);
+        }
+    }
+
+    fn decode(&mut self, packet: &ExportPacket<'_>) {
+        let now_ms = packet.received_ns / 1_000_000;
+        let mut records = 0u64;
+        let flow_buf = &mut self.flow_buf;
+        let writing = self.flows.is_some();
+        let result = self
+            .decoder
+            .decode(packet.exporter.ip(), now_ms, packet.payload, &mut |r| {
+                records += 1;
+                if writing {
+                    write_json(flow_buf, r);
+                }
+            });
+        self.counters.bump(Counter::Records, records);
+        if result.is_err() {
+            self.counters.bump(Counter::DecodeErrors, 1);
+        }
+        if self.flow_buf.len() >= FLOW_CHUNK {
+            self.flush_flows();
+        }
+    }
+
+    fn flush_flows(&mut self) {
+        let Some(sink) = &self.flows else {
+            return;
+        };
+        if self.flow_buf.is_empty() {
+            return;
+        }
+        let chunk = std::mem::replace(&mut self.flow_buf, String::with_capacity(FLOW_CHUNK + 4096));
+        if sink.try_send(chunk.into_bytes()).is_err() {
+            self.counters.bump(Counter::FlowsOutDropped, 1);
         }
     }
 
@@ -273,8 +367,9 @@ impl Worker {
         self.shared.store(&self.counters);
     }
 
-    /// Publishes and flushes the packet log.
+    /// Flushes pending flow records and the packet log, and publishes the counters.
     pub fn finish(&mut self) {
+        self.flush_flows();
         self.publish();
         if let Some(log) = &mut self.packet_log {
             let _ = log.flush();
@@ -328,6 +423,9 @@ pub fn run_live(worker: &mut Worker, mut inputs: LiveInputs, stop: &AtomicBool) 
         }
         for (fd, port) in &inputs.sockets {
             moved += drain_socket(worker, fd, *port, &mut batch);
+        }
+        if moved == 0 {
+            worker.flush_flows();
         }
         worker.publish();
         if stopping && moved == 0 {

@@ -1,0 +1,3 @@
+//! Output: flow records as text (and, with the detectors, findings and alerts).
+
+pub mod flows;
