@@ -44,12 +44,21 @@ pub(crate) fn be_u32(buf: &[u8], at: usize) -> u32 {
 /// encoding). Longer fields keep their low 8 bytes.
 #[inline]
 pub(crate) fn be_uint(bytes: &[u8]) -> u64 {
-    let tail = bytes.len().saturating_sub(8);
-    bytes
-        .get(tail..)
-        .unwrap_or_default()
-        .iter()
-        .fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+    // The common widths get a single load; the fold is for odd reduced sizes.
+    match *bytes {
+        [a] => u64::from(a),
+        [a, b] => u64::from(u16::from_be_bytes([a, b])),
+        [a, b, c, d] => u64::from(u32::from_be_bytes([a, b, c, d])),
+        [a, b, c, d, e, f, g, h] => u64::from_be_bytes([a, b, c, d, e, f, g, h]),
+        _ => {
+            let tail = bytes.len().saturating_sub(8);
+            bytes
+                .get(tail..)
+                .unwrap_or_default()
+                .iter()
+                .fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+        }
+    }
 }
 
 /// Version of an export message (first two bytes of every format).
