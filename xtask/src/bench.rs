@@ -8,6 +8,9 @@ use flowguard_e2e::{COLLECTOR_V4, Collector, Lab, TempDir, blast, export_payload
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Which {
+    /// Records/s on one core for v5, v9 and IPFIX: flowguard against the netflow_parser crate
+    /// and against a plain read of every byte, on the same packets.
+    Decode,
     /// Packets/s delivered to user space and loss, `--capture xdp` against `--capture socket`,
     /// for the same sendmmsg blast from a lab namespace.
     Capture {
@@ -28,6 +31,19 @@ pub enum Which {
 
 pub fn run(which: Which) -> Result<()> {
     match which {
+        Which::Decode => crate::check(
+            std::process::Command::new("cargo")
+                .current_dir(crate::root())
+                .args([
+                    "run",
+                    "--quiet",
+                    "--release",
+                    "-p",
+                    "flowguard-user",
+                    "--example",
+                    "bench_decode",
+                ]),
+        ),
         Which::Capture {
             seconds,
             size,

@@ -1,0 +1,162 @@
+//! Decode throughput on one core: flowguard's decoder against the `netflow_parser` crate on
+//! the same packets, and against a plain pass that reads every byte (the memory-speed
+//! ceiling), all in one process and one run.
+//!
+//! Run with `cargo xtask bench decode` (it builds this in release mode). Packets are what
+//! the project's encoder emits for realistic records: v5 with 30 records per packet, v9 and
+//! IPFIX with 24–28 records per packet, IPv4 and IPv6 mixed, templates in the first packet
+//! and refreshed every 20.
+
+use std::{
+    hint::black_box,
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use flowguard::decode::{
+    Decoder, Direction, FlowRecord,
+    encode::{Encoder, EncoderConfig, Format},
+};
+
+const PACKETS: usize = 4000;
+const MIN_TIME: Duration = Duration::from_millis(1500);
+
+fn records(n: usize, seed: u64) -> Vec<FlowRecord> {
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let base = 1_780_000_000_000u64;
+    (0..n)
+        .map(|i| {
+            let v6 = i % 5 == 0;
+            let (src, dst): (IpAddr, IpAddr) = if v6 {
+                (
+                    std::net::Ipv6Addr::from(
+                        0x2001_0002_0000_0000_0000_0000_0000_0000u128 | u128::from(next() as u32),
+                    )
+                    .into(),
+                    std::net::Ipv6Addr::from(
+                        0x2001_0002_0001_0000_0000_0000_0000_0000u128 | u128::from(next() as u16),
+                    )
+                    .into(),
+                )
+            } else {
+                (
+                    std::net::Ipv4Addr::from(0xc612_0000 | (next() as u32 & 0xffff)).into(),
+                    std::net::Ipv4Addr::from(0x0a00_0000 | (next() as u32 & 0x00ff_ffff)).into(),
+                )
+            };
+            let proto = [6u8, 6, 6, 17, 17, 1][usize::try_from(next() % 6).unwrap_or(0)];
+            let start = base + next() % 60_000;
+            let mut r = FlowRecord {
+                src_addr: src,
+                dst_addr: dst,
+                src_port: next() as u16,
+                dst_port: [443u16, 80, 53, 123, 22][usize::try_from(next() % 5).unwrap_or(0)],
+                protocol: proto,
+                tcp_flags: if proto == 6 { 0x1b } else { 0 },
+                direction: Direction::Ingress,
+                start_ms: start,
+                end_ms: start + next() % 30_000,
+                input_interface: (next() % 48) as u32,
+                output_interface: (next() % 48) as u32,
+                ..FlowRecord::default()
+            };
+            r.set_counts(40 + next() % 1_000_000, 1 + next() % 1000, 1);
+            r
+        })
+        .collect()
+}
+
+fn packets(format: Format) -> (Vec<Vec<u8>>, u64) {
+    let mut config = EncoderConfig::new(format);
+    config.records_per_packet = if format == Format::V5 { 30 } else { 26 };
+    let mut encoder = Encoder::new(config);
+    let recs = records(PACKETS * 30, 7);
+    let mut out = Vec::new();
+    encoder.encode(&recs, 1_780_000_100_000, &mut out);
+    out.truncate(PACKETS);
+    let mut decoder = Decoder::default();
+    let mut n = 0u64;
+    for p in &out {
+        let _ = decoder.decode(IpAddr::from([198, 18, 0, 2]), 0, p, &mut |_| n += 1);
+    }
+    (out, n)
+}
+
+/// Runs `pass` over all packets until `MIN_TIME` has passed; returns seconds per pass.
+fn time(mut pass: impl FnMut()) -> f64 {
+    pass(); // warm-up (and templates learned)
+    let start = Instant::now();
+    let mut rounds = 0u32;
+    while start.elapsed() < MIN_TIME {
+        pass();
+        rounds += 1;
+    }
+    start.elapsed().as_secs_f64() / f64::from(rounds)
+}
+
+fn main() {
+    if let Some(core) = core_affinity::get_core_ids().and_then(|c| c.into_iter().last()) {
+        core_affinity::set_for_current(core);
+    }
+    println!(
+        "decode benchmark: {PACKETS} packets per format, one core, records/s (higher is better)\n"
+    );
+    println!(
+        "| format | records/pkt | flowguard | netflow_parser | read-every-byte | flowguard / netflow_parser | flowguard / ceiling |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (name, format) in [
+        ("v5", Format::V5),
+        ("v9", Format::V9),
+        ("ipfix", Format::Ipfix),
+    ] {
+        let (pkts, recs) = packets(format);
+        let exporter = IpAddr::from([198, 18, 0, 2]);
+        let mut decoder = Decoder::default();
+        let fg = time(|| {
+            let mut n = 0u64;
+            for p in &pkts {
+                let _ = decoder.decode(exporter, 0, p, &mut |r| {
+                    n += r.bytes;
+                });
+            }
+            black_box(n);
+        });
+        let mut parser = netflow_parser::NetflowParser::default();
+        let mut parsed_ok = true;
+        let np = time(|| {
+            for p in &pkts {
+                let result = parser.parse_bytes(p);
+                parsed_ok &= result.error.is_none() && !result.packets.is_empty();
+                black_box(&result);
+            }
+        });
+        let ceiling = time(|| {
+            // Sums every byte; the loop vectorises, so this runs at memory/cache speed.
+            let mut acc = 0u64;
+            for p in &pkts {
+                acc = acc.wrapping_add(p.iter().fold(0u64, |a, &b| a.wrapping_add(u64::from(b))));
+            }
+            black_box(acc);
+        });
+        #[expect(clippy::cast_precision_loss, reason = "rates")]
+        let rate = |secs: f64| recs as f64 / secs;
+        println!(
+            "| {name} | {:.1} | {:.2e} | {:.2e}{} | {:.2e} | {:.1}x | {:.2} |",
+            recs as f64 / pkts.len() as f64,
+            rate(fg),
+            rate(np),
+            if parsed_ok { "" } else { " (errors)" },
+            rate(ceiling),
+            np / fg,
+            ceiling / fg,
+        );
+    }
+    println!("\nrerun: cargo xtask bench decode");
+}
