@@ -7,10 +7,14 @@
 //! one of two exporters, bits 1–3 advance the clock (up to 7 × 10 minutes, to reach
 //! template TTL and pending timeouts), bit 4 patches the IPFIX length to the payload
 //! length. The version field of each payload is forced to the target's version so the
-//! fuzzer does not waste time on the version dispatch.
+//! fuzzer does not waste time on the version dispatch. When the first byte has its top
+//! bit set, the decoder is first primed with a valid packet from the project's encoder
+//! (templates 256/257, options template 258 and sampler data), so that fuzzed data sets
+//! meet real templates without the fuzzer having to discover one.
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use flowguard::decode::encode::{Encoder, EncoderConfig, Format};
 use flowguard::decode::{Decoder, DecoderConfig, FlowRecord};
 
 pub fn run(data: &[u8], version: u16) {
@@ -35,6 +39,17 @@ pub fn run(data: &[u8], version: u16) {
         // Touch the record so the optimizer keeps the decode.
         records = records.wrapping_add(r.bytes ^ r.start_ms);
     };
+    if version != 5 && data.first().is_some_and(|b| b & 0x80 != 0) {
+        let format = if version == 9 { Format::V9 } else { Format::Ipfix };
+        let mut encoder = Encoder::new(EncoderConfig::new(format));
+        let mut primer = FlowRecord { sampling_interval: 10, start_ms: now - 1000, end_ms: now, ..FlowRecord::default() };
+        primer.set_counts(1500, 1, 10);
+        let mut packets = Vec::new();
+        encoder.encode(&[primer; 2], now, &mut packets);
+        for p in &packets {
+            let _ = decoder.decode(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), now, p, &mut sink);
+        }
+    }
     let mut rest = data;
     let mut packet = Vec::with_capacity(2048);
     while rest.len() >= 3 {
