@@ -56,7 +56,7 @@ use cache::{ExportCtx, ExporterState, Pending};
 pub use config::DecoderConfig;
 pub use error::{DecodeCounters, DecodeError};
 use ie::RawRecord;
-pub use record::{Direction, FlowRecord};
+pub use record::{Direction, FlowRecord, IpfixJson};
 pub use snapshot::SnapshotError;
 use template::{Template, TemplateSpec};
 use wire::set::{SetHeader, TemplateItem, TemplateRecords, TemplateSetKind};

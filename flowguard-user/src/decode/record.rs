@@ -136,3 +136,93 @@ impl FlowRecord {
         self.packets = raw_packets.saturating_mul(u64::from(interval));
     }
 }
+
+/// A [`FlowRecord`] serialized with IPFIX information element names (RFC 7012), one
+/// JSON object per record, for `flowguard decode --format json` and `--flows-out`.
+///
+/// Addresses use the v4 or v6 element name by family (`sourceIPv4Address` or
+/// `sourceIPv6Address`). `octetDeltaCount`/`packetDeltaCount` are the values as exported
+/// (what tshark shows); the sampling-scaled estimates are under the non-IANA names
+/// `scaledOctetDeltaCount`/`scaledPacketDeltaCount`. `flowDirection` is left out when
+/// unknown, and the ICMP element only appears for ICMP/ICMPv6.
+#[derive(Clone, Copy, Debug)]
+pub struct IpfixJson<'a>(pub &'a FlowRecord);
+
+impl Serialize for IpfixJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let r = self.0;
+        let mut m = s.serialize_map(None)?;
+        let addr = |m: &mut S::SerializeMap, v4: &str, v6: &str, a: IpAddr| match a {
+            IpAddr::V4(a) => m.serialize_entry(v4, &a),
+            IpAddr::V6(a) => m.serialize_entry(v6, &a),
+        };
+        addr(&mut m, "sourceIPv4Address", "sourceIPv6Address", r.src_addr)?;
+        addr(
+            &mut m,
+            "destinationIPv4Address",
+            "destinationIPv6Address",
+            r.dst_addr,
+        )?;
+        m.serialize_entry("sourceTransportPort", &r.src_port)?;
+        m.serialize_entry("destinationTransportPort", &r.dst_port)?;
+        m.serialize_entry("protocolIdentifier", &r.protocol)?;
+        m.serialize_entry("tcpControlBits", &r.tcp_flags)?;
+        match r.protocol {
+            1 => m.serialize_entry("icmpTypeCodeIPv4", &r.icmp_type_code)?,
+            58 => m.serialize_entry("icmpTypeCodeIPv6", &r.icmp_type_code)?,
+            _ => {}
+        }
+        m.serialize_entry("octetDeltaCount", &r.raw_bytes)?;
+        m.serialize_entry("packetDeltaCount", &r.raw_packets)?;
+        m.serialize_entry("samplingInterval", &r.sampling_interval)?;
+        m.serialize_entry("scaledOctetDeltaCount", &r.bytes)?;
+        m.serialize_entry("scaledPacketDeltaCount", &r.packets)?;
+        m.serialize_entry("flowStartMilliseconds", &r.start_ms)?;
+        m.serialize_entry("flowEndMilliseconds", &r.end_ms)?;
+        m.serialize_entry("ingressInterface", &r.input_interface)?;
+        m.serialize_entry("egressInterface", &r.output_interface)?;
+        if let Some(d) = r.direction.to_wire() {
+            m.serialize_entry("flowDirection", &d)?;
+        }
+        addr(
+            &mut m,
+            "exporterIPv4Address",
+            "exporterIPv6Address",
+            r.exporter,
+        )?;
+        m.serialize_entry("observationDomainId", &r.observation_domain_id)?;
+        m.serialize_entry("templateId", &r.template_id)?;
+        m.serialize_entry("exportVersion", &r.version)?;
+        m.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv6Addr;
+
+    #[test]
+    fn ipfix_json_names() {
+        let mut r = FlowRecord {
+            src_addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            dst_addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
+            protocol: 58,
+            icmp_type_code: 0x8000,
+            direction: Direction::Egress,
+            ..FlowRecord::default()
+        };
+        r.set_counts(100, 2, 10);
+        let v = serde_json::to_value(IpfixJson(&r)).unwrap();
+        assert_eq!(v["sourceIPv4Address"], "10.0.0.1");
+        assert_eq!(v["destinationIPv6Address"], "::1");
+        assert_eq!(v["icmpTypeCodeIPv6"], 0x8000);
+        assert_eq!(v["octetDeltaCount"], 100);
+        assert_eq!(v["scaledOctetDeltaCount"], 1000);
+        assert_eq!(v["samplingInterval"], 10);
+        assert_eq!(v["flowDirection"], 1);
+        assert_eq!(v["exporterIPv4Address"], "0.0.0.0");
+        assert!(v.get("icmpTypeCodeIPv4").is_none());
+    }
+}

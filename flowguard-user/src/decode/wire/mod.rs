@@ -45,11 +45,11 @@ pub(crate) fn be_u32(buf: &[u8], at: usize) -> u32 {
 #[inline]
 pub(crate) fn be_uint(bytes: &[u8]) -> u64 {
     // The common widths get a single load; the fold is for odd reduced sizes.
-    match *bytes {
-        [a] => u64::from(a),
-        [a, b] => u64::from(u16::from_be_bytes([a, b])),
-        [a, b, c, d] => u64::from(u32::from_be_bytes([a, b, c, d])),
-        [a, b, c, d, e, f, g, h] => u64::from_be_bytes([a, b, c, d, e, f, g, h]),
+    match bytes.len() {
+        1 => bytes.first().copied().map_or(0, u64::from),
+        2 => <[u8; 2]>::try_from(bytes).map_or(0, |b| u64::from(u16::from_be_bytes(b))),
+        4 => <[u8; 4]>::try_from(bytes).map_or(0, |b| u64::from(u32::from_be_bytes(b))),
+        8 => <[u8; 8]>::try_from(bytes).map_or(0, u64::from_be_bytes),
         _ => {
             let tail = bytes.len().saturating_sub(8);
             bytes
