@@ -423,6 +423,16 @@ pub fn render_summary(s: &Summary) -> String {
     if s.socket_kernel_drops > 0 || s.xdp.is_some() {
         let _ = writeln!(out, "  socket kernel drops: {}", s.socket_kernel_drops);
     }
+    if let Ok(serde_json::Value::Object(decode)) = serde_json::to_value(s.decode) {
+        let nonzero: Vec<String> = decode
+            .iter()
+            .filter(|(_, v)| v.as_u64().unwrap_or(0) > 0)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if !nonzero.is_empty() {
+            let _ = writeln!(out, "  decode: {}", nonzero.join(" "));
+        }
+    }
     if let Some(p) = &s.pcap {
         let _ = writeln!(
             out,
