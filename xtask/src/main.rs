@@ -4,6 +4,7 @@
 //! under a second) when nothing is, so a fresh machine needs only the README's commands.
 
 mod bench;
+mod fuzz;
 mod lab;
 mod setup;
 
@@ -39,6 +40,15 @@ enum Task {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Run the decoder fuzz targets (cargo-fuzz, installed if missing) for a while each.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target (decode_v5, decode_v9, decode_ipfix).
+        #[arg(long)]
+        target: Option<String>,
     },
     /// Manage the namespace/veth lab.
     Lab {
@@ -81,6 +91,10 @@ fn run(cli: Cli) -> Result<()> {
         Task::Test { args } => {
             setup::run()?;
             test(&args)
+        }
+        Task::Fuzz { seconds, target } => {
+            setup::run()?;
+            fuzz::run(seconds, target.as_deref())
         }
         Task::Lab { action } => lab::run(action),
         Task::Bench { which } => {
@@ -127,7 +141,9 @@ fn test(extra: &[String]) -> Result<()> {
         .env("FLOWGUARD_BIN", &bin)
         .env("FLOWGUARD_XTASK", &xtask)
         .env("FLOWGUARD_REQUIRE_PRIVILEGED", "1");
-    check(&mut cmd)
+    check(&mut cmd)?;
+    // A short fuzz run of every decoder target: a crash fails the suite.
+    fuzz::run(fuzz::CI_SECONDS, None)
 }
 
 fn run_as_root(bin: &Path, args: &[String]) -> Result<()> {
