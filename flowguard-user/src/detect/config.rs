@@ -1,0 +1,296 @@
+//! Detector configuration: home networks, allow-lists, thresholds and state caps.
+//!
+//! Loaded from a JSON file (`--detect-config`); every field has a default, so `{}` is a
+//! valid configuration. Thresholds default to the values DESIGN.md cites (Zeek's scan
+//! thresholds, RITA-style beacon scoring).
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::decode::FlowRecord;
+
+/// Everything the detectors need to know about the site.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectConfig {
+    /// The internal networks (Suricata's HOME_NET). Default: RFC 1918, RFC 4193, and the
+    /// benchmarking range 198.18.0.0/15 the lab and scenarios use.
+    pub home_nets: Vec<IpNet>,
+    /// Traffic that must never produce a finding.
+    pub allow: Vec<AllowRule>,
+    /// Port scan thresholds.
+    pub scan: ScanConfig,
+    /// Exfiltration thresholds.
+    pub exfil: ExfilConfig,
+    /// Beaconing thresholds.
+    pub beacon: BeaconConfig,
+    /// Volumetric thresholds.
+    pub volume: VolumeConfig,
+    /// Most keys (hosts, host pairs) any one detector of one shard keeps; beyond it the
+    /// least recently seen key is evicted and counted.
+    pub max_keys_per_detector: usize,
+    /// How far behind the watermark a record may arrive and still count (ms).
+    pub allowed_lateness_ms: u64,
+    /// Destinations contacted by at least this many internal hosts are "prevalent"
+    /// (CDN, SaaS, NTP, update services) and damp beacon and exfiltration scores.
+    pub prevalence_hosts: usize,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        let nets = [
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "198.18.0.0/15",
+            "fc00::/7",
+            "2001:2::/48",
+        ];
+        Self {
+            home_nets: nets.iter().filter_map(|n| n.parse().ok()).collect(),
+            allow: Vec::new(),
+            scan: ScanConfig::default(),
+            exfil: ExfilConfig::default(),
+            beacon: BeaconConfig::default(),
+            volume: VolumeConfig::default(),
+            max_keys_per_detector: 1_000_000,
+            allowed_lateness_ms: 120_000,
+            prevalence_hosts: 10,
+        }
+    }
+}
+
+impl DetectConfig {
+    /// Whether `addr` is inside the home networks.
+    #[must_use]
+    pub fn is_internal(&self, addr: IpAddr) -> bool {
+        let addr = addr.to_canonical();
+        self.home_nets.iter().any(|n| n.contains(&addr))
+    }
+
+    /// Whether an allow rule covers this record (at its start time).
+    #[must_use]
+    pub fn allowed(&self, r: &FlowRecord) -> bool {
+        self.allow.iter().any(|rule| rule.matches(r))
+    }
+}
+
+/// One allow-list rule. Every field that is set must match; unset fields match anything.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AllowRule {
+    /// Why (shown in reports and audits).
+    pub comment: String,
+    /// Source network.
+    pub src: Option<IpNet>,
+    /// Destination network.
+    pub dst: Option<IpNet>,
+    /// Destination port.
+    pub dst_port: Option<u16>,
+    /// Protocol number.
+    pub protocol: Option<u8>,
+    /// Daily time window in UTC, `[start_minute, end_minute)` of the day; may wrap past
+    /// midnight (e.g. `[1380, 240]` is 23:00–04:00), for nightly backups.
+    pub daily_window_utc_minutes: Option<[u16; 2]>,
+}
+
+impl AllowRule {
+    /// Whether this rule covers `r` (either direction for the host pair).
+    #[must_use]
+    pub fn matches(&self, r: &FlowRecord) -> bool {
+        let forward = self
+            .src
+            .is_none_or(|n| n.contains(&r.src_addr.to_canonical()))
+            && self
+                .dst
+                .is_none_or(|n| n.contains(&r.dst_addr.to_canonical()))
+            && self.dst_port.is_none_or(|p| p == r.dst_port);
+        let reverse = self
+            .src
+            .is_none_or(|n| n.contains(&r.dst_addr.to_canonical()))
+            && self
+                .dst
+                .is_none_or(|n| n.contains(&r.src_addr.to_canonical()))
+            && self.dst_port.is_none_or(|p| p == r.src_port);
+        (forward || reverse)
+            && self.protocol.is_none_or(|p| p == r.protocol)
+            && self.daily_window_utc_minutes.is_none_or(|[start, end]| {
+                let minute = u16::try_from(r.start_ms / 60_000 % 1440).unwrap_or(0);
+                if start <= end {
+                    (start..end).contains(&minute)
+                } else {
+                    minute >= start || minute < end
+                }
+            })
+    }
+}
+
+/// Port scan thresholds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScanConfig {
+    /// Sliding window (ms). Default 5 min.
+    pub window_ms: u64,
+    /// Slow-scan window (ms), for scans of one probe every 30 s and slower. Default 1 h.
+    pub slow_window_ms: u64,
+    /// Distinct destinations on one port for a horizontal scan (Zeek: 25).
+    pub horizontal_hosts: usize,
+    /// Distinct ports on one destination for a vertical scan (Zeek: 15).
+    pub vertical_ports: usize,
+    /// Threshold Random Walk (Jung et al. 2004): P(success | benign), P(success | scanner),
+    /// and the false-positive / detection targets that set the thresholds.
+    pub trw_theta0: f64,
+    /// See `trw_theta0`.
+    pub trw_theta1: f64,
+    /// Target false-positive rate alpha.
+    pub trw_alpha: f64,
+    /// Target detection rate beta.
+    pub trw_beta: f64,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        Self {
+            window_ms: 5 * 60_000,
+            slow_window_ms: 60 * 60_000,
+            horizontal_hosts: 25,
+            vertical_ports: 15,
+            trw_theta0: 0.8,
+            trw_theta1: 0.2,
+            trw_alpha: 0.01,
+            trw_beta: 0.99,
+        }
+    }
+}
+
+/// Exfiltration thresholds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExfilConfig {
+    /// Records of one 5-tuple (either direction) closer than this are one connection.
+    pub stitch_gap_ms: u64,
+    /// Scoring window (ms). Default 1 h.
+    pub window_ms: u64,
+    /// Outbound bytes to one external destination in a window below which nothing is
+    /// reported, whatever the baseline says.
+    pub min_bytes: u64,
+    /// Robust z (median/MAD of log bytes) above which volume is anomalous.
+    pub z_threshold: f64,
+    /// Connections longer than this count as long (ms).
+    pub long_connection_ms: u64,
+}
+
+impl Default for ExfilConfig {
+    fn default() -> Self {
+        Self {
+            stitch_gap_ms: 60_000,
+            window_ms: 60 * 60_000,
+            min_bytes: 100 << 20,
+            z_threshold: 3.5,
+            long_connection_ms: 30 * 60_000,
+        }
+    }
+}
+
+/// Beaconing thresholds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BeaconConfig {
+    /// Analysis horizon (ms). Default 24 h.
+    pub horizon_ms: u64,
+    /// Fewest connections to score (RITA: 4–6).
+    pub min_connections: usize,
+    /// Score at or above which a pair is reported.
+    pub threshold: f64,
+    /// Most timestamps kept per pair.
+    pub max_timestamps: usize,
+}
+
+impl Default for BeaconConfig {
+    fn default() -> Self {
+        Self {
+            horizon_ms: 24 * 3_600_000,
+            min_connections: 6,
+            threshold: 0.7,
+            max_timestamps: 2048,
+        }
+    }
+}
+
+/// Volumetric thresholds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VolumeConfig {
+    /// Bucket width (ms). Default 10 s.
+    pub bucket_ms: u64,
+    /// Multiple of the learned baseline that counts as a flood.
+    pub factor: f64,
+    /// Robust z above which a bucket is anomalous.
+    pub z_threshold: f64,
+    /// Static ceilings (FastNetMon style), per destination: bits/s, packets/s, flows/s.
+    /// Zero disables a ceiling.
+    pub ceiling_bps: f64,
+    /// See `ceiling_bps`.
+    pub ceiling_pps: f64,
+    /// See `ceiling_bps`.
+    pub ceiling_flows_per_sec: f64,
+    /// Buckets of history before a baseline is trusted.
+    pub warmup_buckets: usize,
+}
+
+impl Default for VolumeConfig {
+    fn default() -> Self {
+        Self {
+            bucket_ms: 10_000,
+            factor: 5.0,
+            z_threshold: 3.5,
+            ceiling_bps: 0.0,
+            ceiling_pps: 0.0,
+            ceiling_flows_per_sec: 0.0,
+            warmup_buckets: 30,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_json_is_the_default_and_unknown_keys_are_errors() {
+        let c: DetectConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c, DetectConfig::default());
+        assert!(serde_json::from_str::<DetectConfig>(r#"{"home_net": []}"#).is_err());
+        assert!(c.is_internal("10.1.2.3".parse().unwrap()));
+        assert!(!c.is_internal("8.8.8.8".parse().unwrap()));
+        assert!(c.is_internal("::ffff:192.168.1.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn allow_rules_match_pairs_ports_and_nightly_windows() {
+        let rule: AllowRule = serde_json::from_str(
+            r#"{"comment":"backup","src":"10.0.0.5/32","dst":"203.0.113.0/24","dst_port":22,"daily_window_utc_minutes":[1380,240]}"#,
+        )
+        .unwrap();
+        let mut r = FlowRecord {
+            src_addr: "10.0.0.5".parse().unwrap(),
+            dst_addr: "203.0.113.9".parse().unwrap(),
+            dst_port: 22,
+            start_ms: 23 * 3_600_000 + 30 * 60_000,
+            ..FlowRecord::default()
+        };
+        assert!(rule.matches(&r), "23:30 is inside 23:00–04:00");
+        r.start_ms = 12 * 3_600_000;
+        assert!(!rule.matches(&r), "noon is outside");
+        r.start_ms = 3 * 3_600_000;
+        std::mem::swap(&mut r.src_addr, &mut r.dst_addr);
+        r.src_port = 22;
+        r.dst_port = 50_000;
+        assert!(
+            rule.matches(&r),
+            "the reverse direction of the pair is covered"
+        );
+    }
+}
