@@ -11,4 +11,5 @@ pub mod decode;
 pub mod detect;
 pub mod report;
 pub mod run;
+pub mod scenario;
 pub mod worker;
