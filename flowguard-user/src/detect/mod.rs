@@ -9,6 +9,7 @@
 //! Findings carry their evidence in numbers and one plain sentence; `report` ranks them.
 
 pub mod config;
+pub mod engine;
 
 use std::{collections::BTreeMap, net::IpAddr};
 

@@ -1,0 +1,315 @@
+//! Sharded detection: routing records to the shard of their internal host, and driving
+//! each shard's detectors with an event-time watermark.
+//!
+//! A [`DetectShard`] owns one instance of every detector and is driven by one thread. Its
+//! watermark is the latest flow end time it has seen minus the allowed lateness, advanced
+//! in steps of [`WATERMARK_STEP_MS`]; windows therefore close on event time only, and the
+//! same records in the same order give the same findings whether they come from a capture
+//! file at full speed or from live collection.
+//!
+//! Offline (`flowguard analyze`), [`DetectEngine`] runs all shards on the calling thread.
+//! Live (`flowguard run`), each shard runs on its own thread and workers send it batches
+//! through bounded queues, one per (worker, shard) pair (`run.rs`).
+
+use std::net::IpAddr;
+
+use super::{DetectConfig, Detector, Finding};
+use crate::decode::FlowRecord;
+
+/// The watermark moves in steps of this much event time, so detectors are not asked to
+/// close windows on every record.
+pub const WATERMARK_STEP_MS: u64 = 1_000;
+
+/// Builds one shard's detectors.
+pub type DetectorFactory = fn(&DetectConfig) -> Vec<Box<dyn Detector + Send>>;
+
+/// The shards that should see `record`: those of its internal endpoints (one or two), or
+/// none when neither end is internal or an allow rule covers it.
+#[must_use]
+pub fn route(config: &DetectConfig, record: &FlowRecord, num_shards: usize) -> [Option<usize>; 2] {
+    if config.allowed(record) {
+        return [None, None];
+    }
+    let src = config
+        .is_internal(record.src_addr)
+        .then(|| host_shard(record.src_addr, num_shards));
+    let dst = config
+        .is_internal(record.dst_addr)
+        .then(|| host_shard(record.dst_addr, num_shards));
+    // Both ends internal: both hosts' shards see it (once, if they are the same shard).
+    // One end internal: that host's shard. Detectors keyed on an *external* host (an
+    // inbound scanner, flood sources) therefore see all of it only when there is a single
+    // shard — which is the default (`--detect-shards 1`); see ARCHITECTURE.md.
+    match (src, dst) {
+        (Some(a), Some(b)) if a == b => [Some(a), None],
+        pair => [pair.0, pair.1],
+    }
+}
+
+/// The shard of a host: a stable hash of its address.
+#[must_use]
+pub fn host_shard(addr: IpAddr, num_shards: usize) -> usize {
+    let words = flowguard_ebpf::exporter_words(&crate::capture::exporter_bytes(addr));
+    let n = u32::try_from(num_shards).unwrap_or(u32::MAX);
+    flowguard_ebpf::shard_of(flowguard_ebpf::shard_hash(words, 0x5eed), n) as usize
+}
+
+/// One shard's detectors and watermark.
+pub struct DetectShard {
+    detectors: Vec<Box<dyn Detector + Send>>,
+    lateness_ms: u64,
+    max_end_ms: u64,
+    watermark_ms: u64,
+    records: u64,
+    late_records: u64,
+}
+
+impl std::fmt::Debug for DetectShard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DetectShard")
+            .field(
+                "detectors",
+                &self.detectors.iter().map(|d| d.name()).collect::<Vec<_>>(),
+            )
+            .field("watermark_ms", &self.watermark_ms)
+            .field("records", &self.records)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A shard's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ShardStats {
+    /// Records observed.
+    pub records: u64,
+    /// Records that ended before the watermark (still observed; detectors may ignore them).
+    pub late_records: u64,
+    /// Bytes of detector state.
+    pub state_bytes: u64,
+    /// Keys evicted by the state caps.
+    pub evictions: u64,
+    /// Current watermark, Unix ms.
+    pub watermark_ms: u64,
+}
+
+impl DetectShard {
+    /// A shard with the detectors `factory` builds.
+    #[must_use]
+    pub fn new(config: &DetectConfig, factory: DetectorFactory) -> Self {
+        Self {
+            detectors: factory(config),
+            lateness_ms: config.allowed_lateness_ms,
+            max_end_ms: 0,
+            watermark_ms: 0,
+            records: 0,
+            late_records: 0,
+        }
+    }
+
+    /// Feeds one record, advancing the watermark (and pushing findings) when event time has
+    /// moved on by a step.
+    pub fn observe(&mut self, record: &FlowRecord, out: &mut Vec<Finding>) {
+        self.records += 1;
+        if record.end_ms < self.watermark_ms {
+            self.late_records += 1;
+        }
+        for d in &mut self.detectors {
+            d.observe(record);
+        }
+        if record.end_ms > self.max_end_ms {
+            self.max_end_ms = record.end_ms;
+            let target = self.max_end_ms.saturating_sub(self.lateness_ms);
+            if target >= self.watermark_ms + WATERMARK_STEP_MS {
+                self.watermark_ms = target - target % WATERMARK_STEP_MS;
+                for d in &mut self.detectors {
+                    d.advance(self.watermark_ms, out);
+                }
+            }
+        }
+    }
+
+    /// End of input.
+    pub fn finish(&mut self, out: &mut Vec<Finding>) {
+        for d in &mut self.detectors {
+            d.finish(out);
+        }
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn stats(&self) -> ShardStats {
+        ShardStats {
+            records: self.records,
+            late_records: self.late_records,
+            state_bytes: self.detectors.iter().map(|d| d.state_bytes() as u64).sum(),
+            evictions: self.detectors.iter().map(|d| d.evictions()).sum(),
+            watermark_ms: self.watermark_ms,
+        }
+    }
+}
+
+/// All shards on one thread, for offline analysis.
+#[derive(Debug)]
+pub struct DetectEngine {
+    config: DetectConfig,
+    shards: Vec<DetectShard>,
+    findings: Vec<Finding>,
+    /// Records no shard took (external-only, or allow-listed).
+    pub unrouted: u64,
+}
+
+impl DetectEngine {
+    /// `num_shards` shards of `factory`'s detectors.
+    #[must_use]
+    pub fn new(config: DetectConfig, num_shards: usize, factory: DetectorFactory) -> Self {
+        let shards = (0..num_shards.max(1))
+            .map(|_| DetectShard::new(&config, factory))
+            .collect();
+        Self {
+            config,
+            shards,
+            findings: Vec::new(),
+            unrouted: 0,
+        }
+    }
+
+    /// Routes and observes one record.
+    pub fn observe(&mut self, record: &FlowRecord) {
+        let targets = route(&self.config, record, self.shards.len());
+        if targets == [None, None] {
+            self.unrouted += 1;
+        }
+        for k in targets.into_iter().flatten() {
+            self.shards[k].observe(record, &mut self.findings);
+        }
+    }
+
+    /// Closes every window and returns all findings, in emission order.
+    #[must_use]
+    pub fn finish(mut self) -> (Vec<Finding>, Vec<ShardStats>) {
+        for s in &mut self.shards {
+            s.finish(&mut self.findings);
+        }
+        let stats = self.shards.iter().map(DetectShard::stats).collect();
+        (self.findings, stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts records per source and reports every source with ≥ 3 records at the watermark.
+    #[derive(Default)]
+    struct Counting {
+        seen: std::collections::BTreeMap<IpAddr, (u64, u64)>,
+        watermarks: Vec<u64>,
+    }
+
+    impl Detector for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+        fn observe(&mut self, r: &FlowRecord) {
+            let e = self.seen.entry(r.src_addr).or_default();
+            e.0 += 1;
+            e.1 = e.1.max(r.end_ms);
+        }
+        fn advance(&mut self, watermark_ms: u64, out: &mut Vec<Finding>) {
+            self.watermarks.push(watermark_ms);
+            let done: Vec<IpAddr> = self
+                .seen
+                .iter()
+                .filter(|(_, (n, end))| *n >= 3 && *end < watermark_ms)
+                .map(|(a, _)| *a)
+                .collect();
+            for a in done {
+                self.seen.remove(&a);
+                out.push(Finding {
+                    category: super::super::Category::PortScan,
+                    kind: "test".into(),
+                    mitre: "T1046".into(),
+                    score: 1.0,
+                    severity: super::super::Severity::Critical,
+                    entities: super::super::Entities {
+                        src: Some(a),
+                        ..Default::default()
+                    },
+                    first_seen_ms: 0,
+                    last_seen_ms: watermark_ms,
+                    evidence: std::collections::BTreeMap::new(),
+                    sampled_lower_bound: false,
+                    summary: String::new(),
+                });
+            }
+        }
+        fn finish(&mut self, out: &mut Vec<Finding>) {
+            self.advance(u64::MAX, out);
+        }
+        fn state_bytes(&self) -> usize {
+            self.seen.len() * 64
+        }
+        fn evictions(&self) -> u64 {
+            0
+        }
+    }
+
+    fn factory(_: &DetectConfig) -> Vec<Box<dyn Detector + Send>> {
+        vec![Box::new(Counting::default())]
+    }
+
+    fn rec(src: &str, dst: &str, end_ms: u64) -> FlowRecord {
+        FlowRecord {
+            src_addr: src.parse().unwrap(),
+            dst_addr: dst.parse().unwrap(),
+            start_ms: end_ms,
+            end_ms,
+            ..FlowRecord::default()
+        }
+    }
+
+    #[test]
+    fn routing_follows_internal_hosts_and_skips_external_only_flows() {
+        let c = DetectConfig::default();
+        assert_eq!(route(&c, &rec("8.8.8.8", "1.1.1.1", 0), 4), [None, None]);
+        let [a, b] = route(&c, &rec("10.0.0.1", "8.8.8.8", 0), 4);
+        assert_eq!(a, Some(host_shard("10.0.0.1".parse().unwrap(), 4)));
+        assert_eq!(b, None);
+        let [a, b] = route(&c, &rec("8.8.8.8", "10.0.0.2", 0), 4);
+        assert_eq!(a, None);
+        assert_eq!(b, Some(host_shard("10.0.0.2".parse().unwrap(), 4)));
+    }
+
+    #[test]
+    fn windows_close_on_event_time_not_on_arrival() {
+        let mut config = DetectConfig::default();
+        config.allowed_lateness_ms = 10_000;
+        let mut e = DetectEngine::new(config.clone(), 2, factory);
+        let base = 1_000_000_000u64;
+        for i in 0..3 {
+            e.observe(&rec("10.0.0.1", "8.8.8.8", base + i * 1000));
+        }
+        // Nothing closes until event time passes the lateness allowance.
+        e.observe(&rec("10.0.0.9", "8.8.8.8", base + 5_000));
+        assert!(e.findings.is_empty());
+        e.observe(&rec("10.0.0.9", "8.8.8.8", base + 30_000));
+        let (findings, stats) = e.finish();
+        assert_eq!(
+            findings
+                .iter()
+                .filter(|f| f.entities.src == Some("10.0.0.1".parse().unwrap()))
+                .count(),
+            1
+        );
+        assert_eq!(stats.iter().map(|s| s.records).sum::<u64>(), 5);
+
+        // The same records, replayed, give the same findings.
+        let mut again = DetectEngine::new(config, 2, factory);
+        for i in 0..3 {
+            again.observe(&rec("10.0.0.1", "8.8.8.8", base + i * 1000));
+        }
+        again.observe(&rec("10.0.0.9", "8.8.8.8", base + 5_000));
+        again.observe(&rec("10.0.0.9", "8.8.8.8", base + 30_000));
+        assert_eq!(again.finish().0, findings);
+    }
+}
