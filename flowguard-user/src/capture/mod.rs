@@ -10,6 +10,7 @@
 //! All three compute the shard with [`shard_for`], so one (exporter, observation domain)
 //! always reaches the same worker and its templates.
 
+pub mod flowfile;
 pub mod pcap;
 pub mod socket;
 pub mod xdp;
