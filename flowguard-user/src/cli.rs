@@ -30,6 +30,35 @@ pub enum Command {
     /// Decode capture files of export packets and print the flow records, like `nfdump -r`.
     /// Files are read in order through one template cache.
     Decode(DecodeArgs),
+    /// Analyze captures of export packets or the Python netflow collector's files and write
+    /// the prioritized findings report.
+    Analyze(AnalyzeArgs),
+}
+
+/// Flags of `flowguard analyze`.
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// pcap/pcapng files of export packets, read in order through one template cache.
+    #[arg(long = "read", value_name = "FILE")]
+    pub read: Vec<PathBuf>,
+    /// Files written by the Python `netflow` collector (JSON lines, plain or gzip).
+    #[arg(long = "flow-file", value_name = "FILE")]
+    pub flow_file: Vec<PathBuf>,
+    /// Where to write the JSON report (`-` for stdout).
+    #[arg(long, value_name = "FILE", default_value = "-")]
+    pub output: PathBuf,
+    /// Detector configuration (JSON): home networks, allow-lists, thresholds.
+    #[arg(long, value_name = "FILE")]
+    pub detect_config: Option<PathBuf>,
+    /// UDP ports of export traffic in the captures. Default: 2055, 4739, 6343, 9995.
+    #[arg(long = "port", value_delimiter = ',')]
+    pub ports: Vec<u16>,
+    /// Detection shards (state is sharded by internal host).
+    #[arg(long, default_value_t = 1)]
+    pub detect_shards: usize,
+    /// Never draw the progress bar, even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
 }
 
 /// Flags of `flowguard decode`.
@@ -114,6 +143,22 @@ pub struct RunArgs {
     /// Decoder limits.
     #[command(flatten)]
     pub limits: DecoderLimits,
+    /// Write the live alert stream (NDJSON; each finding once, again when it escalates) to
+    /// FILE, or `-` for stdout.
+    #[arg(long, value_name = "FILE|-")]
+    pub alerts: Option<PathBuf>,
+    /// Write the prioritized findings report (JSON) here at exit.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Detector configuration (JSON): home networks, allow-lists, thresholds.
+    #[arg(long, value_name = "FILE")]
+    pub detect_config: Option<PathBuf>,
+    /// Detection shards, each a thread owning the state of the internal hosts hashed to it.
+    #[arg(long, default_value_t = 1)]
+    pub detect_shards: usize,
+    /// Decode only; run no detectors.
+    #[arg(long)]
+    pub no_detect: bool,
 }
 
 /// Decoder limits (each hit is counted).
@@ -196,6 +241,21 @@ pub struct RunConfig {
     pub template_dir: Option<PathBuf>,
     /// Decoder configuration.
     pub decoder: crate::decode::DecoderConfig,
+    /// Detection, unless `--no-detect`.
+    pub detect: Option<DetectSettings>,
+}
+
+/// Validated detection flags of `flowguard run`.
+#[derive(Debug, Clone)]
+pub struct DetectSettings {
+    /// Detector configuration.
+    pub config: crate::detect::DetectConfig,
+    /// Number of detection shards.
+    pub shards: usize,
+    /// Alert stream output (`-` = stdout).
+    pub alerts: Option<PathBuf>,
+    /// Report written at exit.
+    pub report: Option<PathBuf>,
 }
 
 /// A flag combination that makes no sense.
@@ -265,6 +325,23 @@ impl RunArgs {
             flows_out: self.flows_out,
             template_dir: self.template_dir,
             decoder: self.limits.config(),
+            detect: if self.no_detect {
+                None
+            } else {
+                let config = crate::analyze::load_detect_config(self.detect_config.as_deref())
+                    .map_err(|e| UsageError(format!("{e:#}")))?;
+                if self.detect_shards == 0 || self.detect_shards > 64 {
+                    return Err(UsageError(
+                        "--detect-shards must be between 1 and 64".into(),
+                    ));
+                }
+                Some(DetectSettings {
+                    config,
+                    shards: self.detect_shards,
+                    alerts: self.alerts,
+                    report: self.report,
+                })
+            },
         })
     }
 }

@@ -5,6 +5,7 @@
 //! See ARCHITECTURE.md for how the pieces fit.
 #![deny(missing_docs)]
 
+pub mod analyze;
 pub mod capture;
 pub mod cli;
 pub mod decode;

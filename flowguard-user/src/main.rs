@@ -11,8 +11,13 @@ fn main() -> ExitCode {
         Command::Run(args) => args
             .validate()
             .map_err(anyhow::Error::from)
-            .and_then(|config| flowguard::run::run(&config).map(drop)),
+            .and_then(|config| {
+                flowguard::run::run(&config, flowguard::detect::standard_detectors).map(drop)
+            }),
         Command::Decode(args) => flowguard::run::decode_files(&args).map(drop),
+        Command::Analyze(args) => {
+            flowguard::analyze::analyze(&args, flowguard::detect::standard_detectors).map(drop)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -23,9 +23,162 @@ use crate::{
         xdp::{self, Kernel},
     },
     cli::{Input, RunConfig},
-    decode::{DecodeCounters, Decoder},
-    worker::{Counter, Counters, FlowSink, LiveInputs, SharedCounters, Worker, run_live},
+    decode::{DecodeCounters, Decoder, FlowRecord},
+    detect::{
+        Finding,
+        engine::{DetectShard, DetectorFactory, ShardStats},
+    },
+    report::findings::{AlertStream, build_report},
+    worker::{
+        Counter, Counters, DetectLink, FlowSink, LiveInputs, SharedCounters, Worker, run_live,
+    },
 };
+
+/// Batches a detection shard's queue from one worker holds before the worker drops
+/// (and counts) what it cannot hand over.
+const DETECT_QUEUE_BATCHES: usize = 256;
+
+/// The running detection stage: shard threads and the reporter.
+struct Detection {
+    /// Per worker: its queues to every shard.
+    links: Vec<Option<DetectLink>>,
+    shards: Vec<std::thread::JoinHandle<ShardStats>>,
+    reporter: std::thread::JoinHandle<Result<Vec<Finding>>>,
+    report: Option<std::path::PathBuf>,
+}
+
+/// Starts one thread per detection shard and the reporter thread. Each shard owns its
+/// detectors and reads one bounded queue per worker; findings go to the reporter, which
+/// writes the alert stream and keeps them for the final report.
+fn start_detection(
+    config: &RunConfig,
+    workers: usize,
+    factory: DetectorFactory,
+) -> Result<Option<Detection>> {
+    let Some(settings) = &config.detect else {
+        return Ok(None);
+    };
+    let detect_config = Arc::new(settings.config.clone());
+    let (finding_tx, finding_rx) = crossbeam_channel::unbounded::<Finding>();
+    let mut senders: Vec<Vec<crossbeam_channel::Sender<Vec<FlowRecord>>>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    let mut shards = Vec::new();
+    for j in 0..settings.shards {
+        let mut receivers = Vec::new();
+        for per_worker in &mut senders {
+            let (tx, rx) = crossbeam_channel::bounded(DETECT_QUEUE_BATCHES);
+            per_worker.push(tx);
+            receivers.push(rx);
+        }
+        let shard_config = Arc::clone(&detect_config);
+        let out = finding_tx.clone();
+        shards.push(
+            std::thread::Builder::new()
+                .name(format!("flowguard-d{j}"))
+                .spawn(move || run_shard(&shard_config, factory, receivers, &out))
+                .context("spawning detection shard")?,
+        );
+    }
+    drop(finding_tx);
+    let alerts_path = settings.alerts.clone();
+    let reporter = std::thread::Builder::new()
+        .name("flowguard-report".into())
+        .spawn(move || -> Result<Vec<Finding>> {
+            use std::io::Write as _;
+            let mut out: Option<Box<dyn std::io::Write + Send>> = match &alerts_path {
+                None => None,
+                Some(p) if p.as_os_str() == "-" => Some(Box::new(std::io::stdout())),
+                Some(p) => Some(Box::new(std::io::LineWriter::new(
+                    std::fs::File::create(p)
+                        .with_context(|| format!("creating {}", p.display()))?,
+                ))),
+            };
+            let mut stream = AlertStream::default();
+            let mut all = Vec::new();
+            for f in finding_rx {
+                if let (Some(line), Some(out)) = (stream.offer(&f), out.as_mut()) {
+                    out.write_all(line.as_bytes())?;
+                    out.flush()?;
+                }
+                all.push(f);
+            }
+            Ok(all)
+        })
+        .context("spawning reporter")?;
+    Ok(Some(Detection {
+        links: senders
+            .into_iter()
+            .map(|q| Some(DetectLink::new(Arc::clone(&detect_config), q)))
+            .collect(),
+        shards,
+        reporter,
+        report: settings.report.clone(),
+    }))
+}
+
+fn run_shard(
+    config: &crate::detect::DetectConfig,
+    factory: DetectorFactory,
+    receivers: Vec<crossbeam_channel::Receiver<Vec<FlowRecord>>>,
+    out: &crossbeam_channel::Sender<Finding>,
+) -> ShardStats {
+    let mut shard = DetectShard::new(config, factory);
+    let mut findings = Vec::new();
+    let mut open = receivers;
+    while !open.is_empty() {
+        let mut select = crossbeam_channel::Select::new();
+        for rx in &open {
+            select.recv(rx);
+        }
+        let op = select.select();
+        let index = op.index();
+        match op.recv(&open[index]) {
+            Ok(batch) => {
+                for r in &batch {
+                    shard.observe(r, &mut findings);
+                }
+                for f in findings.drain(..) {
+                    let _ = out.send(f);
+                }
+            }
+            // That worker is done.
+            Err(_) => {
+                open.swap_remove(index);
+            }
+        }
+    }
+    shard.finish(&mut findings);
+    for f in findings.drain(..) {
+        let _ = out.send(f);
+    }
+    shard.stats()
+}
+
+impl Detection {
+    /// Joins the shards and the reporter (after every worker has dropped its link) and
+    /// writes the report.
+    fn finish(self) -> Result<(Vec<ShardStats>, usize)> {
+        let mut stats = Vec::new();
+        for h in self.shards {
+            stats.push(
+                h.join()
+                    .map_err(|_| anyhow!("a detection shard panicked"))?,
+            );
+        }
+        let findings = self
+            .reporter
+            .join()
+            .map_err(|_| anyhow!("the reporter panicked"))??;
+        let input = serde_json::json!({ "live": true, "shards": &stats });
+        let report = build_report(findings, input);
+        let count = report.entities.iter().map(|e| e.findings.len()).sum();
+        if let Some(path) = &self.report {
+            std::fs::write(path, serde_json::to_string_pretty(&report)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok((stats, count))
+    }
+}
 
 /// Template snapshots found in `--template-dir`, read before the workers start.
 fn read_snapshots(config: &RunConfig) -> Result<Vec<Vec<u8>>> {
@@ -65,6 +218,7 @@ fn make_worker(
     config: &RunConfig,
     snapshots: &[Vec<u8>],
     flows: Option<FlowSink>,
+    detect: Option<DetectLink>,
 ) -> Result<Worker> {
     let mut decoder = Decoder::new(config.decoder.clone());
     for snap in snapshots {
@@ -77,6 +231,9 @@ fn make_worker(
         .with_decoder(decoder);
     if let Some(sink) = flows {
         worker = worker.with_flows(sink);
+    }
+    if let Some(link) = detect {
+        worker = worker.with_detection(link);
     }
     Ok(worker)
 }
@@ -139,6 +296,10 @@ pub struct Summary {
     pub pcap: Option<PcapCounters>,
     /// Decoder counters, summed over workers.
     pub decode: DecodeCounters,
+    /// Detection shard counters (when detection ran).
+    pub detect: Vec<ShardStats>,
+    /// Findings reported (after de-duplication).
+    pub findings: usize,
     /// Seconds the run took.
     pub elapsed_secs: f64,
 }
@@ -147,13 +308,13 @@ pub struct Summary {
 ///
 /// # Errors
 /// Set-up failures (load, attach, bind, files), with context.
-pub fn run(config: &RunConfig) -> Result<Summary> {
+pub fn run(config: &RunConfig, factory: DetectorFactory) -> Result<Summary> {
     if let Some(dir) = &config.packet_log {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let summary = match &config.input {
-        Input::Files(files) => run_files(config, files)?,
-        Input::Xdp { .. } | Input::Socket => run_live_capture(config)?,
+        Input::Files(files) => run_files(config, files, factory)?,
+        Input::Xdp { .. } | Input::Socket => run_live_capture(config, factory)?,
     };
     if let Some(path) = &config.stats_json {
         let json = serde_json::to_string_pretty(&summary)?;
@@ -163,21 +324,28 @@ pub fn run(config: &RunConfig) -> Result<Summary> {
     Ok(summary)
 }
 
-fn run_files(config: &RunConfig, files: &[std::path::PathBuf]) -> Result<Summary> {
+fn run_files(
+    config: &RunConfig,
+    files: &[std::path::PathBuf],
+    factory: DetectorFactory,
+) -> Result<Summary> {
     let started = Instant::now();
     let shared: Vec<Arc<SharedCounters>> = (0..config.workers).map(|_| Arc::default()).collect();
     let snapshots = read_snapshots(config)?;
     let writer = flows_writer(config)?;
+    let mut detection = start_detection(config, config.workers, factory)?;
     let mut workers = shared
         .iter()
         .enumerate()
         .map(|(k, s)| {
+            let link = detection.as_mut().and_then(|d| d.links[k].take());
             make_worker(
                 k,
                 Arc::clone(s),
                 config,
                 &snapshots,
                 writer.as_ref().map(|(tx, _)| tx.clone()),
+                link,
             )
         })
         .collect::<Result<Vec<_>>>()?;
@@ -203,17 +371,23 @@ fn run_files(config: &RunConfig, files: &[std::path::PathBuf]) -> Result<Summary
             .map_err(|_| anyhow!("flows writer panicked"))?
             .context("writing flows")?;
     }
+    let (detect, findings) = detection
+        .map(Detection::finish)
+        .transpose()?
+        .unwrap_or_default();
     Ok(Summary {
         workers: shared.iter().map(|s| counters_json(&s.load())).collect(),
         xdp: None,
         socket_kernel_drops: 0,
         pcap: Some(counters),
         decode,
+        detect,
+        findings,
         elapsed_secs: started.elapsed().as_secs_f64(),
     })
 }
 
-fn run_live_capture(config: &RunConfig) -> Result<Summary> {
+fn run_live_capture(config: &RunConfig, factory: DetectorFactory) -> Result<Summary> {
     let started = Instant::now();
     let n = config.workers;
     let mut kernel = Kernel::load(n, config.ring_bytes, &config.ports)
@@ -233,6 +407,7 @@ fn run_live_capture(config: &RunConfig) -> Result<Summary> {
     let shared: Vec<Arc<SharedCounters>> = (0..n).map(|_| Arc::default()).collect();
     let snapshots = Arc::new(read_snapshots(config)?);
     let writer = flows_writer(config)?;
+    let mut detection = start_detection(config, n, factory)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let offset = xdp::monotonic_to_unix_offset();
     let mut handles = Vec::with_capacity(n);
@@ -249,6 +424,7 @@ fn run_live_capture(config: &RunConfig) -> Result<Summary> {
         let config = config.clone();
         let snapshots = Arc::clone(&snapshots);
         let sink = writer.as_ref().map(|(tx, _)| tx.clone());
+        let link = detection.as_mut().and_then(|d| d.links[k].take());
         let handle = std::thread::Builder::new()
             .name(format!("flowguard-w{k}"))
             .spawn(move || -> Result<DecodeCounters> {
@@ -256,7 +432,7 @@ fn run_live_capture(config: &RunConfig) -> Result<Summary> {
                     core_affinity::set_for_current(core);
                 }
                 // The worker's state is built here, on its own core.
-                let mut worker = make_worker(k, counters, &config, &snapshots, sink)?;
+                let mut worker = make_worker(k, counters, &config, &snapshots, sink, link)?;
                 run_live(&mut worker, inputs, &stop);
                 save_templates(&config, k, &worker)?;
                 Ok(worker.decode_counters())
@@ -269,9 +445,6 @@ fn run_live_capture(config: &RunConfig) -> Result<Summary> {
 
     // Stop steering first so nothing new lands in rings the workers are about to leave,
     // then let the workers drain what is queued.
-    let xdp_before_detach = matches!(config.input, Input::Xdp { .. })
-        .then(|| kernel.counters())
-        .transpose()?;
     kernel.detach_xdp();
     stop.store(true, Ordering::Release);
     let mut decode = DecodeCounters::default();
@@ -285,16 +458,21 @@ fn run_live_capture(config: &RunConfig) -> Result<Summary> {
             .map_err(|_| anyhow!("flows writer panicked"))?
             .context("writing flows")?;
     }
-    let xdp_counters = match xdp_before_detach {
-        Some(_) => Some(kernel.counters()?),
-        None => None,
-    };
+    let xdp_counters = matches!(config.input, Input::Xdp { .. })
+        .then(|| kernel.counters())
+        .transpose()?;
+    let (detect, findings) = detection
+        .map(Detection::finish)
+        .transpose()?
+        .unwrap_or_default();
     Ok(Summary {
         workers: shared.iter().map(|s| counters_json(&s.load())).collect(),
         xdp: xdp_counters.map(|c| outcome_json(&c)),
         socket_kernel_drops: socket::kernel_drops(&inodes),
         pcap: None,
         decode,
+        detect,
+        findings,
         elapsed_secs: started.elapsed().as_secs_f64(),
     })
 }
@@ -432,6 +610,16 @@ pub fn render_summary(s: &Summary) -> String {
         if !nonzero.is_empty() {
             let _ = writeln!(out, "  decode: {}", nonzero.join(" "));
         }
+    }
+    if !s.detect.is_empty() {
+        let records: u64 = s.detect.iter().map(|d| d.records).sum();
+        let state: u64 = s.detect.iter().map(|d| d.state_bytes).sum();
+        let evictions: u64 = s.detect.iter().map(|d| d.evictions).sum();
+        let _ = writeln!(
+            out,
+            "  detect: records={records} findings={} state_bytes={state} evictions={evictions}",
+            s.findings
+        );
     }
     if let Some(p) = &s.pcap {
         let _ = writeln!(

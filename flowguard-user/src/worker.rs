@@ -23,7 +23,8 @@ use aya::maps::{MapData, RingBuf};
 
 use crate::{
     capture::{ExportPacket, Source, socket::RecvBatch, xdp},
-    decode::{DecodeCounters, Decoder},
+    decode::{DecodeCounters, Decoder, FlowRecord},
+    detect::{DetectConfig, engine::route},
     report::flows::write_json,
 };
 
@@ -90,6 +91,10 @@ counters! {
     DecodeErrors => "decode_errors",
     /// `--flows-out` chunks dropped because the writer fell behind.
     FlowsOutDropped => "flows_out_dropped",
+    /// Records handed to detection shards.
+    DetectRecords => "detect_records",
+    /// Records dropped because a detection shard's queue was full.
+    DetectQueueFull => "detect_queue_full",
 }
 
 /// Number of counters.
@@ -197,6 +202,37 @@ pub type FlowSink = crossbeam_channel::Sender<Vec<u8>>;
 /// Bytes of formatted records a worker gathers before handing a chunk to the writer.
 const FLOW_CHUNK: usize = 64 * 1024;
 
+/// Records a worker gathers per detection shard before handing the batch over.
+const DETECT_BATCH: usize = 256;
+
+/// A worker's side of the queues to the detection shards: one bounded queue per
+/// (worker, shard) pair, so each has a single producer and a single consumer.
+#[derive(Debug)]
+pub struct DetectLink {
+    config: Arc<DetectConfig>,
+    queues: Vec<crossbeam_channel::Sender<Vec<FlowRecord>>>,
+    batches: Vec<Vec<FlowRecord>>,
+}
+
+impl DetectLink {
+    /// Queues to every shard, in shard order.
+    #[must_use]
+    pub fn new(
+        config: Arc<DetectConfig>,
+        queues: Vec<crossbeam_channel::Sender<Vec<FlowRecord>>>,
+    ) -> Self {
+        let batches = queues
+            .iter()
+            .map(|_| Vec::with_capacity(DETECT_BATCH))
+            .collect();
+        Self {
+            config,
+            queues,
+            batches,
+        }
+    }
+}
+
 /// One shard's worker state.
 #[derive(Debug)]
 pub struct Worker {
@@ -208,6 +244,7 @@ pub struct Worker {
     decoder: Decoder,
     flows: Option<FlowSink>,
     flow_buf: String,
+    detect: Option<DetectLink>,
 }
 
 impl Worker {
@@ -235,6 +272,7 @@ impl Worker {
             decoder: Decoder::default(),
             flows: None,
             flow_buf: String::new(),
+            detect: None,
         })
     }
 
@@ -250,6 +288,13 @@ impl Worker {
     pub fn with_flows(mut self, sink: FlowSink) -> Self {
         self.flow_buf.reserve(FLOW_CHUNK + 4096);
         self.flows = Some(sink);
+        self
+    }
+
+    /// Sends decoded records to the detection shards.
+    #[must_use]
+    pub fn with_detection(mut self, link: DetectLink) -> Self {
+        self.detect = Some(link);
         self
     }
 
@@ -305,6 +350,8 @@ impl Worker {
         let mut records = 0u64;
         let flow_buf = &mut self.flow_buf;
         let writing = self.flows.is_some();
+        let mut detect = self.detect.as_mut();
+        let mut full = false;
         let result = self
             .decoder
             .decode(packet.exporter.ip(), now_ms, packet.payload, &mut |r| {
@@ -312,13 +359,53 @@ impl Worker {
                 if writing {
                     write_json(flow_buf, r);
                 }
+                if let Some(link) = detect.as_deref_mut() {
+                    for k in route(&link.config, r, link.queues.len())
+                        .into_iter()
+                        .flatten()
+                    {
+                        link.batches[k].push(*r);
+                        if link.batches[k].len() >= DETECT_BATCH {
+                            full = true;
+                        }
+                    }
+                }
             });
         self.counters.bump(Counter::Records, records);
         if result.is_err() {
             self.counters.bump(Counter::DecodeErrors, 1);
         }
+        if full {
+            self.flush_detect();
+        }
         if self.flow_buf.len() >= FLOW_CHUNK {
             self.flush_flows();
+        }
+    }
+
+    fn send_batch(&mut self, k: usize) {
+        let Some(link) = &mut self.detect else {
+            return;
+        };
+        if link.batches[k].is_empty() {
+            return;
+        }
+        let batch = std::mem::replace(&mut link.batches[k], Vec::with_capacity(DETECT_BATCH));
+        let n = batch.len() as u64;
+        // A full queue hands the batch back; it is dropped and counted rather than
+        // stalling capture.
+        if link.queues[k].try_send(batch).is_ok() {
+            self.counters.bump(Counter::DetectRecords, n);
+        } else {
+            self.counters.bump(Counter::DetectQueueFull, n);
+        }
+    }
+
+    /// Hands every partial detection batch over (on idle and at exit).
+    fn flush_detect(&mut self) {
+        let shards = self.detect.as_ref().map_or(0, |l| l.queues.len());
+        for k in 0..shards {
+            self.send_batch(k);
         }
     }
 
@@ -370,6 +457,9 @@ impl Worker {
     /// Flushes pending flow records and the packet log, and publishes the counters.
     pub fn finish(&mut self) {
         self.flush_flows();
+        self.flush_detect();
+        // Dropping the queues tells the shards this worker is done.
+        self.detect = None;
         self.publish();
         if let Some(log) = &mut self.packet_log {
             let _ = log.flush();
@@ -426,6 +516,7 @@ pub fn run_live(worker: &mut Worker, mut inputs: LiveInputs, stop: &AtomicBool) 
         }
         if moved == 0 {
             worker.flush_flows();
+            worker.flush_detect();
         }
         worker.publish();
         if stopping && moved == 0 {

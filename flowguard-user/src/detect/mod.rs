@@ -146,3 +146,11 @@ pub trait Detector {
     /// Keys evicted because of the state cap.
     fn evictions(&self) -> u64;
 }
+
+/// The detectors every shard runs, in order. Detectors are registered here as they are
+/// implemented; an empty list means flows are routed and watermarked but nothing is
+/// scored yet.
+#[must_use]
+pub fn standard_detectors(_config: &DetectConfig) -> Vec<Box<dyn Detector + Send>> {
+    Vec::new()
+}
