@@ -78,16 +78,17 @@ pub struct Decoded {
     pub undecoded_sets: Vec<(u64, u16)>,
 }
 
-/// Decodes `pcap` with tshark, treating `ports` as NetFlow/IPFIX (`-d udp.port==P,cflow`).
+/// Decodes `pcap` with tshark, treating `ports` as NetFlow/IPFIX (`-d udp.port==P,cflow`); `extra` are further tshark arguments (Decode As rules for one vector).
 ///
 /// # Errors
 /// When tshark fails or prints something this reader does not understand.
-pub fn decode(pcap: &Path, ports: &BTreeSet<u16>) -> Result<Decoded> {
+pub fn decode(pcap: &Path, ports: &BTreeSet<u16>, extra: &[&str]) -> Result<Decoded> {
     let mut cmd = Command::new("tshark");
     cmd.env("TZ", "UTC").arg("-2").arg("-r").arg(pcap);
     for p in ports {
         cmd.args(["-d", &format!("udp.port=={p},cflow")]);
     }
+    cmd.args(extra);
     cmd.args(["-T", "json", "--no-duplicate-keys"]);
     let out = run(&mut cmd)?;
     let packets: Vec<Value> = serde_json::from_slice(&out).context("tshark -T json output")?;
@@ -459,11 +460,29 @@ impl Reader {
                 (None, None) => None,
             }
         };
+        // tshark quirk: a sysUpTime-relative FIRST/LAST_SWITCHED of exactly 0 (a flow that
+        // began at the exporter's boot, legal per RFC 3954 §8) is printed as the absolute
+        // time "Jan  1, 1970 00:00:00" next to a relative time for the other end. Read it
+        // as what was sent: uptime 0.
+        if n.start_ms == Some(0) && tree.get("cflow.timeend").is_some() {
+            n.start_ms = from_uptime(0);
+        }
+        if n.end_ms == Some(0) && tree.get("cflow.timestart").is_some() {
+            n.end_ms = from_uptime(0);
+        }
         if n.start_ms.is_none() {
             n.start_ms = rel("cflow.timestart").and_then(from_uptime);
         }
         if n.end_ms.is_none() {
             n.end_ms = rel("cflow.timeend").and_then(from_uptime);
+        }
+
+        // NAT event records (RFC 8158) carry no flow start/end but the event's time,
+        // observationTimeMilliseconds (IE 323): the record happened at that instant.
+        if n.start_ms.is_none() && n.end_ms.is_none() {
+            let at = text(f, "cflow.observation_time_milliseconds").and_then(abs_ms);
+            n.start_ms = at;
+            n.end_ms = at;
         }
 
         // Sampling: what the record states, else its sampler's (or the domain's) interval
@@ -487,12 +506,28 @@ impl Reader {
 
 /// Addresses, protocol and ports from tshark's dissection of a dataLinkFrameSection.
 /// Leaves them `None` when tshark did not dissect an IP header (then tshark cannot say).
+///
+/// tshark dissects every header it can (an SRv6-encapsulated frame shows the outer IPv6
+/// header, then the inner IPv4 header and its ICMP). The record describes the frame as
+/// the router forwarded it, so the outermost IP header is taken, and ports or ICMP type
+/// only when that header's protocol is TCP/UDP/ICMP. (Decapsulating SRv6 or IP-in-IP is a
+/// separate, optional view in peer collectors, off by default.) MPLS and pseudowire
+/// layers are below IP, so for Ethernet-over-MPLS the first IP header is the inner frame's.
 fn frame_fields(tree: &Value, n: &mut Norm) {
-    if let Some(ip) = tree.get("ip").map(first) {
+    let ip4 = tree.get("ip").map(first);
+    let ip6 = tree.get("ipv6").map(first);
+    // With both present, IPv4 is outer only if it carries IPv6 (protocol 41).
+    let v4_outer = match (ip4, ip6) {
+        (Some(ip), Some(_)) => num(ip, "ip.proto") == Some(41),
+        (Some(_), None) => true,
+        _ => false,
+    };
+    if v4_outer {
+        let ip = ip4.unwrap_or(&Value::Null);
         n.src = text(ip, "ip.src").and_then(|s| s.parse().ok());
         n.dst = text(ip, "ip.dst").and_then(|s| s.parse().ok());
         n.proto = num_as(ip, "ip.proto");
-    } else if let Some(ip) = tree.get("ipv6").map(first) {
+    } else if let Some(ip) = ip6 {
         n.src = text(ip, "ipv6.src").and_then(|s| s.parse().ok());
         n.dst = text(ip, "ipv6.dst").and_then(|s| s.parse().ok());
         n.proto = num_as(ip, "ipv6.nxt");
@@ -501,20 +536,29 @@ fn frame_fields(tree: &Value, n: &mut Norm) {
     }
     n.src = n.src.map(norm_addr);
     n.dst = n.dst.map(norm_addr);
-    let (sport, dport) = if let Some(t) = tree.get("tcp").map(first) {
-        (num_as(t, "tcp.srcport"), num_as(t, "tcp.dstport"))
-    } else if let Some(u) = tree.get("udp").map(first) {
-        (num_as(u, "udp.srcport"), num_as(u, "udp.dstport"))
-    } else {
-        (Some(0), Some(0))
-    };
+    let (mut sport, mut dport) = (Some(0), Some(0));
+    match n.proto {
+        Some(6) => {
+            if let Some(t) = tree.get("tcp").map(first) {
+                (sport, dport) = (num_as(t, "tcp.srcport"), num_as(t, "tcp.dstport"));
+            }
+        }
+        Some(17) => {
+            if let Some(u) = tree.get("udp").map(first) {
+                (sport, dport) = (num_as(u, "udp.srcport"), num_as(u, "udp.dstport"));
+            }
+        }
+        Some(1 | 58) => {
+            if let Some(icmp) = tree.get("icmp").or_else(|| tree.get("icmpv6")).map(first) {
+                let t = num(icmp, "icmp.type").or_else(|| num(icmp, "icmpv6.type"));
+                let c = num(icmp, "icmp.code").or_else(|| num(icmp, "icmpv6.code"));
+                n.icmp = u16::try_from(t.unwrap_or(0) << 8 | c.unwrap_or(0)).ok();
+            }
+        }
+        _ => {}
+    }
     n.sport = sport;
     n.dport = dport;
-    if let Some(icmp) = tree.get("icmp").or_else(|| tree.get("icmpv6")).map(first) {
-        let t = num(icmp, "icmp.type").or_else(|| num(icmp, "icmpv6.type"));
-        let c = num(icmp, "icmp.code").or_else(|| num(icmp, "icmpv6.code"));
-        n.icmp = u16::try_from(t.unwrap_or(0) << 8 | c.unwrap_or(0)).ok();
-    }
     // A sampled frame says nothing about the flow's cumulative TCP flags; the record
     // carries no tcpControlBits, so there is nothing of tshark's to compare.
     n.tcp_flags = None;
