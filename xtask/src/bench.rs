@@ -11,6 +11,8 @@ pub enum Which {
     /// Records/s on one core for v5, v9 and IPFIX: flowguard against the netflow_parser crate
     /// and against a plain read of every byte, on the same packets.
     Decode,
+    /// Records/s on one core through all four detectors, against the engine alone.
+    Detect,
     /// Packets/s delivered to user space and loss, `--capture xdp` against `--capture socket`,
     /// for the same sendmmsg blast from a lab namespace.
     Capture {
@@ -31,6 +33,19 @@ pub enum Which {
 
 pub fn run(which: Which) -> Result<()> {
     match which {
+        Which::Detect => crate::check(
+            std::process::Command::new("cargo")
+                .current_dir(crate::root())
+                .args([
+                    "run",
+                    "--quiet",
+                    "--release",
+                    "-p",
+                    "flowguard-user",
+                    "--example",
+                    "bench_detect",
+                ]),
+        ),
         Which::Decode => crate::check(
             std::process::Command::new("cargo")
                 .current_dir(crate::root())
