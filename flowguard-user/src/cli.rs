@@ -33,6 +33,8 @@ pub enum Command {
     /// Analyze captures of export packets or the Python netflow collector's files and write
     /// the prioritized findings report.
     Analyze(AnalyzeArgs),
+    /// Send the export packets of a capture or scenario to a collector.
+    Replay(crate::replay::ReplayArgs),
 }
 
 /// Flags of `flowguard analyze`.

@@ -15,6 +15,12 @@ fn main() -> ExitCode {
                 flowguard::run::run(&config, flowguard::detect::standard_detectors).map(drop)
             }),
         Command::Decode(args) => flowguard::run::decode_files(&args).map(drop),
+        Command::Replay(args) => flowguard::replay::replay(&args).map(|t| {
+            eprintln!(
+                "flowguard: replayed {} packets, {} bytes, {} records in {:.2}s ({} send retries)",
+                t.packets, t.bytes, t.records, t.seconds, t.retries
+            );
+        }),
         Command::Analyze(args) => {
             flowguard::analyze::analyze(&args, flowguard::detect::standard_detectors).map(drop)
         }
