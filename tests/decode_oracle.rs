@@ -5,7 +5,7 @@
 //!    by tshark (on the same files concatenated in the same order); the normalized records
 //!    must be equal as multisets.
 //! 2. A real exporter: a generated capture (TCP, UDP, ICMP over IPv4 and IPv6, long and
-//!    short flows) is turned into NetFlow v5, v9 and IPFIX by softflowd, the exports are
+//!    short flows) is turned into `NetFlow` v5, v9 and IPFIX by `softflowd`, the exports are
 //!    captured on the loopback of a test namespace, and flowguard's decode of that capture
 //!    must equal tshark's; the records must also match the generated traffic.
 //!
@@ -70,12 +70,10 @@ fn flowguard_decode(files: &[PathBuf], ports: &BTreeSet<u16>) -> Result<Vec<Norm
 
 /// Decodes `files` (in order) with both decoders and compares.
 fn check(label: &str, files: &[PathBuf], tshark_args: &[&str], work: &Path) -> Result<usize> {
-    let mut ports = BTreeSet::new();
-    for f in files {
-        ports.extend(tshark::udp_dst_ports(f)?);
-    }
     let merged = work.join(format!("{}.pcap", label.replace(['/', ' '], "_")));
     tshark::concat(files, &merged)?;
+    // The collector ports, read from the capture (several vectors use non-standard ones).
+    let ports = tshark::udp_dst_ports(&merged)?;
     let oracle = tshark::decode(&merged, &ports, tshark_args)?;
     let got = flowguard_decode(files, &ports)?;
     // A group of options only (sampling configuration, no flows) must yield no records.
@@ -202,26 +200,46 @@ fn vectors_decode_like_tshark() -> Result<()> {
 
     let work = TempDir::new("decode-oracle-vectors");
     let started = Instant::now();
+    // The groups are independent: run them side by side (tshark's start-up dominates).
+    let results: Vec<(&str, Result<usize>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = VECTOR_GROUPS
+            .iter()
+            .map(|(name, stems)| {
+                let (dir, work) = (&dir, &work);
+                scope.spawn(move || {
+                    let files: Vec<PathBuf> = stems
+                        .iter()
+                        .map(|s| dir.join(format!("{s}.pcap")))
+                        .collect();
+                    if let Some(f) = files.iter().find(|f| !f.is_file()) {
+                        return (
+                            *name,
+                            Err(anyhow::anyhow!("vector {} is missing", f.display())),
+                        );
+                    }
+                    // The pseudowire behind MPLS label 17 carries Ethernet with a control
+                    // word (RFC 4448 §4.6; the vector's name says so). tshark's payload
+                    // heuristic recognizes the control word in one frame but not in another
+                    // (it dissects that one as Ethernet without a control word and finds no
+                    // IP), so tell it.
+                    let tshark_args: &[&str] = if *name == "ethernet-over-mpls-with-control-word" {
+                        &["-d", "mpls.label==17,pwethcw"]
+                    } else {
+                        &[]
+                    };
+                    (*name, check(name, &files, tshark_args, &work.0))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("vector thread panicked"))
+            .collect()
+    });
     let mut failures = Vec::new();
     let mut total = 0;
-    for (name, stems) in VECTOR_GROUPS {
-        let files: Vec<PathBuf> = stems
-            .iter()
-            .map(|s| dir.join(format!("{s}.pcap")))
-            .collect();
-        for f in &files {
-            assert!(f.is_file(), "vector {} is missing", f.display());
-        }
-        // The pseudowire behind MPLS label 17 carries Ethernet with a control word (RFC 4448
-        // §4.6; the vector's name says so). tshark's payload heuristic recognizes the
-        // control word in one frame but not in another (it dissects that one as Ethernet
-        // without a control word and finds no IP), so tell it.
-        let tshark_args: &[&str] = if *name == "ethernet-over-mpls-with-control-word" {
-            &["-d", "mpls.label==17,pwethcw"]
-        } else {
-            &[]
-        };
-        match check(name, &files, tshark_args, &work.0) {
+    for (name, result) in results {
+        match result {
             Ok(n) => {
                 total += n;
                 eprintln!("vector {name}: {n} records agree with tshark");
@@ -250,6 +268,10 @@ fn vectors_decode_like_tshark() -> Result<()> {
 /// Runs softflowd on `traffic` inside the lab's collector namespace, exporting version
 /// `version` to 127.0.0.1:`port`, and captures the exports on that namespace's loopback.
 /// Returns the capture and the number of records softflowd says it exported.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one linear procedure: start capture, run and poke softflowd, stop, check"
+)]
 fn export_with_softflowd(
     lab: &Lab,
     dir: &Path,

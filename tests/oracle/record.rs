@@ -4,7 +4,7 @@
 //! A field is `None` when the oracle (tshark) does not show it for that record; such fields
 //! are not compared. Flowguard's side always fills what it prints.
 
-use std::{collections::BTreeMap, fmt, net::IpAddr};
+use std::{collections::BTreeMap, fmt, fmt::Write as _, net::IpAddr};
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
@@ -166,12 +166,12 @@ pub fn compare(label: &str, oracle: &[Norm], got: &[Norm]) -> Result<()> {
         }
         if shown < 4 {
             shown += 1;
-            msg.push_str(&format!("  tshark:    {t}\n"));
+            let _ = writeln!(msg, "  tshark:    {t}");
             match nearest {
                 Some((d, g)) => {
-                    msg.push_str(&format!("  nearest:   {g}\n  differs:  "));
+                    let _ = write!(msg, "  nearest:   {g}\n  differs:  ");
                     for (field, want, have) in d {
-                        msg.push_str(&format!(" {field} tshark={want} flowguard={have};"));
+                        let _ = write!(msg, " {field} tshark={want} flowguard={have};");
                     }
                     msg.push('\n');
                 }
@@ -180,11 +180,11 @@ pub fn compare(label: &str, oracle: &[Norm], got: &[Norm]) -> Result<()> {
         }
     }
     if !by_field.is_empty() {
-        msg.push_str(&format!("  fields differing (vs nearest): {by_field:?}\n"));
+        let _ = writeln!(msg, "  fields differing (vs nearest): {by_field:?}");
     }
     if missing.is_empty() {
         for g in extra.iter().take(4) {
-            msg.push_str(&format!("  flowguard only: {g}\n"));
+            let _ = writeln!(msg, "  flowguard only: {g}");
         }
     }
     bail!(msg)

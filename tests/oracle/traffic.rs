@@ -1,7 +1,12 @@
 //! A synthetic packet capture for softflowd to turn into exports: TCP, UDP and ICMP over
 //! IPv4 and IPv6, a few long flows (hundreds of packets over four minutes of capture
 //! time) and hundreds of short ones. Addresses are from the benchmarking ranges
-//! (198.18.0.0/15, 2001:2::/48); the capture is only ever read from a file.
+//! (`198.18.0.0/15`, `2001:2::/48`); the capture is only ever read from a file.
+
+#![expect(
+    clippy::many_single_char_names,
+    reason = "short host names (a, b, p, q) read like a topology sketch"
+)]
 
 use std::{
     collections::BTreeMap,

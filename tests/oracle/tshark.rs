@@ -7,6 +7,11 @@
 //! flowguard's pending-data queue does; one pass would show "no template found").
 //! Everything tshark prints is a string; times are printed in UTC because TZ=UTC.
 
+#![expect(
+    clippy::many_single_char_names,
+    reason = "date arithmetic and record fields read best with their usual letters"
+)]
+
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
     net::IpAddr,
@@ -23,7 +28,7 @@ use crate::record::{Norm, norm_addr};
 fn run(cmd: &mut Command) -> Result<Vec<u8>> {
     let out = cmd
         .output()
-        .with_context(|| format!("running {:?}", cmd.get_program()))?;
+        .with_context(|| format!("running {}", Path::new(cmd.get_program()).display()))?;
     if !out.status.success() {
         bail!(
             "{cmd:?} failed ({}): {}",
@@ -166,7 +171,7 @@ fn abs_ms(s: &str) -> Option<u64> {
     u64::try_from(((days * 24 + h) * 60 + min) * 60_000 + sec_ms).ok()
 }
 
-/// The number N of a "Set N [...]" / "FlowSet N [...]" / "pdu N/M" key.
+/// The number N of a `Set N [...]` / `FlowSet N [...]` / `pdu N/M` key.
 fn set_number(key: &str) -> Option<u32> {
     let rest = key
         .strip_prefix("FlowSet ")
@@ -179,7 +184,7 @@ fn set_number(key: &str) -> Option<u32> {
 }
 
 /// The numbered children of an object whose keys start with `prefix` ("Flow ", "Set ",
-/// "pdu "), in their number order (serde_json's map does not keep the document order).
+/// "pdu "), in their number order (`serde_json`'s map does not keep the document order).
 fn numbered<'a>(obj: &'a Value, prefixes: &[&str]) -> Vec<(&'a str, &'a Value)> {
     let Some(map) = obj.as_object() else {
         return Vec::new();
@@ -362,6 +367,10 @@ impl Reader {
         }
     }
 
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one field after the other, each with its why"
+    )]
     fn record(&self, h: &Header, f: &Value) -> Result<Norm> {
         let d = self.domains.get(&(h.exporter, h.domain));
         let mut n = Norm {
@@ -510,7 +519,7 @@ impl Reader {
 /// tshark dissects every header it can (an SRv6-encapsulated frame shows the outer IPv6
 /// header, then the inner IPv4 header and its ICMP). The record describes the frame as
 /// the router forwarded it, so the outermost IP header is taken, and ports or ICMP type
-/// only when that header's protocol is TCP/UDP/ICMP. (Decapsulating SRv6 or IP-in-IP is a
+/// only when that header's protocol is TCP/UDP/ICMP. (Decapsulating `SRv6` or IP-in-IP is a
 /// separate, optional view in peer collectors, off by default.) MPLS and pseudowire
 /// layers are below IP, so for Ethernet-over-MPLS the first IP header is the inner frame's.
 fn frame_fields(tree: &Value, n: &mut Norm) {
