@@ -13,6 +13,23 @@ pub enum Which {
     Decode,
     /// Records/s on one core through all four detectors, against the engine alone.
     Detect,
+    /// Offered load against loss, CPU per million records and peak RSS: flowguard (XDP and
+    /// socket), nfcapd and the Python netflow collector, same traffic, same run.
+    E2e {
+        /// Offered packets/s per step (`max` = as fast as the replayer goes).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "1000,5000,20000,50000,max"
+        )]
+        steps: Vec<String>,
+        /// Seconds per step.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Export formats.
+        #[arg(long, value_delimiter = ',', default_value = "v9,ipfix")]
+        formats: Vec<String>,
+    },
     /// Packets/s delivered to user space and loss, `--capture xdp` against `--capture socket`,
     /// for the same sendmmsg blast from a lab namespace.
     Capture {
@@ -33,6 +50,23 @@ pub enum Which {
 
 pub fn run(which: Which) -> Result<()> {
     match which {
+        Which::E2e {
+            steps,
+            seconds,
+            formats,
+        } => {
+            let steps = steps
+                .iter()
+                .map(|s| {
+                    if s == "max" {
+                        Ok(f64::INFINITY)
+                    } else {
+                        s.parse::<f64>().map_err(anyhow::Error::from)
+                    }
+                })
+                .collect::<Result<Vec<f64>>>()?;
+            crate::e2e::run(&steps, seconds, &formats)
+        }
         Which::Detect => crate::check(
             std::process::Command::new("cargo")
                 .current_dir(crate::root())

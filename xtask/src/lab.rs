@@ -158,7 +158,7 @@ pub fn demo(bin: &Path) -> Result<()> {
         }));
     }
     let mut shown = 0usize;
-    let mut show_log = |shown: &mut usize| {
+    let show_log = |shown: &mut usize| {
         let mut text = String::new();
         if let Ok(mut f) = std::fs::File::open(&log) {
             let _ = f.read_to_string(&mut text);

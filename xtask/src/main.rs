@@ -4,6 +4,7 @@
 //! under a second) when nothing is, so a fresh machine needs only the README's commands.
 
 mod bench;
+mod e2e;
 mod fuzz;
 mod lab;
 mod setup;
