@@ -148,6 +148,9 @@ pub struct ScanConfig {
     pub trw_alpha: f64,
     /// Target detection rate beta.
     pub trw_beta: f64,
+    /// On sampled exports, the fewest distinct targets actually observed before the
+    /// scaled estimate (observed × sampling interval) may cross the thresholds.
+    pub sampled_min_distinct: usize,
 }
 
 impl Default for ScanConfig {
@@ -161,6 +164,7 @@ impl Default for ScanConfig {
             trw_theta1: 0.2,
             trw_alpha: 0.01,
             trw_beta: 0.99,
+            sampled_min_distinct: 4,
         }
     }
 }
@@ -180,6 +184,16 @@ pub struct ExfilConfig {
     pub z_threshold: f64,
     /// Connections longer than this count as long (ms).
     pub long_connection_ms: u64,
+    /// Slow exfiltration: outbound bytes to one destination accumulated over consecutive
+    /// active windows (a gap of one idle window is tolerated) at or above which a slow
+    /// transfer is reported, even when no single window reaches `min_bytes`.
+    pub slow_min_bytes: u64,
+    /// Fewest active windows for the slow variant.
+    pub slow_min_windows: usize,
+    /// Longest run the slow accumulator covers before it restarts (ms).
+    pub slow_horizon_ms: u64,
+    /// Score at or above which a pair is reported.
+    pub score_threshold: f64,
 }
 
 impl Default for ExfilConfig {
@@ -190,6 +204,10 @@ impl Default for ExfilConfig {
             min_bytes: 100 << 20,
             z_threshold: 3.5,
             long_connection_ms: 30 * 60_000,
+            slow_min_bytes: 300 << 20,
+            slow_min_windows: 3,
+            slow_horizon_ms: 12 * 3_600_000,
+            score_threshold: 0.6,
         }
     }
 }
@@ -206,6 +224,16 @@ pub struct BeaconConfig {
     pub threshold: f64,
     /// Most timestamps kept per pair.
     pub max_timestamps: usize,
+    /// UDP destination ports never scored as beacons (well-known periodic benign
+    /// services). Default: NTP (123).
+    pub skip_udp_ports: Vec<u16>,
+    /// TCP destination ports never scored as beacons. Default: none.
+    pub skip_tcp_ports: Vec<u16>,
+    /// How often (event time, ms) series with new connections are rescored.
+    pub eval_interval_ms: u64,
+    /// Also score internal-to-internal pairs (lateral C2). Off by default: internal
+    /// services (directory, monitoring) are periodic by design.
+    pub include_internal_dst: bool,
 }
 
 impl Default for BeaconConfig {
@@ -215,6 +243,10 @@ impl Default for BeaconConfig {
             min_connections: 6,
             threshold: 0.7,
             max_timestamps: 2048,
+            skip_udp_ports: vec![123],
+            skip_tcp_ports: Vec::new(),
+            eval_interval_ms: 10 * 60_000,
+            include_internal_dst: false,
         }
     }
 }
@@ -238,6 +270,14 @@ pub struct VolumeConfig {
     pub ceiling_flows_per_sec: f64,
     /// Buckets of history before a baseline is trusted.
     pub warmup_buckets: usize,
+    /// Floors under the learned baseline (bits/s, packets/s, flows/s): a key whose
+    /// baseline is below the floor (or not yet learned) is compared with the floor, so a
+    /// rarely used host getting a few packets is not a flood.
+    pub floor_bps: f64,
+    /// See `floor_bps`.
+    pub floor_pps: f64,
+    /// See `floor_bps`.
+    pub floor_flows_per_sec: f64,
 }
 
 impl Default for VolumeConfig {
@@ -250,6 +290,9 @@ impl Default for VolumeConfig {
             ceiling_pps: 0.0,
             ceiling_flows_per_sec: 0.0,
             warmup_buckets: 30,
+            floor_bps: 2e6,
+            floor_pps: 300.0,
+            floor_flows_per_sec: 30.0,
         }
     }
 }

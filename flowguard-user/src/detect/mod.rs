@@ -154,3 +154,14 @@ pub trait Detector {
 pub fn standard_detectors(_config: &DetectConfig) -> Vec<Box<dyn Detector + Send>> {
     Vec::new()
 }
+
+// Detector implementations and their shared helpers.
+pub mod common;
+pub mod exfil;
+pub mod lru;
+pub mod scan;
+pub mod sketch;
+pub mod stats;
+
+pub use exfil::ExfilDetector;
+pub use scan::ScanDetector;

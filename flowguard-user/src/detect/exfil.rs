@@ -1,0 +1,678 @@
+//! Data exfiltration detection (MITRE ATT&CK T1041 / T1048).
+//!
+//! Keyed by (internal host, external peer). Records in either direction between them
+//! are summed per tumbling window (`window_ms`, 1 h): outbound bytes (internal → external)
+//! and inbound bytes. When a window closes (watermark past its end plus the allowed
+//! lateness, or a newer record of the pair arrives) the pair is scored:
+//!
+//! - **volume**: outbound bytes against `min_bytes` (nothing below it is reported);
+//! - **host baseline**: robust z of log10(outbound bytes) against the median/MAD of the
+//!   host's own total outbound bytes over its last 24 active windows (neutral until three
+//!   windows exist);
+//! - **byte asymmetry**: PCR = (out − in)/(out + in) (Carter Bullard's producer/consumer
+//!   ratio): +1 is pure upload;
+//! - **destination rarity**: how many internal hosts talk to the peer (this shard's
+//!   count, or the global count fed with [`ExfilDetector::set_prevalence`]) and whether
+//!   it was first seen in the last 24 h;
+//! - **long connections**: records of one 5-tuple in either direction closer than
+//!   `stitch_gap_ms` (60 s) are stitched back into the connection that the exporter's
+//!   active/inactive timeouts split, and a connection lasting `long_connection_ms` scores.
+//!
+//! score = 0.30·volume + 0.25·baseline + 0.20·PCR + 0.15·rarity + 0.10·long, halved for
+//! prevalent destinations, ×0.92 on sampled exports; reported at `score_threshold`.
+//! That is kind `bulk`.
+//!
+//! Kind `slow`: a transfer kept under `min_bytes` per window still accumulates per pair
+//! over consecutive active windows (one idle window tolerated, restarted after
+//! `slow_horizon_ms`); at `slow_min_bytes` over at least `slow_min_windows` windows it is
+//! scored the same way, with persistence in place of the long-connection term.
+//!
+//! A pair is reported once per episode (its first kind sticks) and updated when the
+//! score rises by 0.1. Byte costs: pair ≈ 200 bytes, host baseline ≈ 170 bytes,
+//! stitched connection ≈ 110 bytes (only kept for records of ≥ 64 kB), prevalence entry
+//! ≈ 90 bytes; each map is capped at `max_keys_per_detector`.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use super::{
+    Category, Detector, Entities, Finding,
+    common::{self, HostFilter, Prevalence, SAMPLED_CONFIDENCE, num},
+    config::DetectConfig,
+    lru::BoundedMap,
+    stats,
+};
+use crate::decode::FlowRecord;
+
+/// Host baseline depth (windows).
+const HISTORY: usize = 24;
+/// Records at least this large open a stitched connection.
+const CONN_MIN_BYTES: u64 = 64 * 1024;
+/// "Recently first seen" horizon for destination rarity.
+const FIRST_SEEN_RECENT_MS: u64 = 24 * 3_600_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct ConnKey {
+    host: IpAddr,
+    peer: IpAddr,
+    host_port: u16,
+    peer_port: u16,
+    protocol: u8,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Conn {
+    first_ms: u64,
+    last_ms: u64,
+}
+
+/// One window's sums for a pair.
+#[derive(Clone, Copy, Debug, Default)]
+struct WindowSums {
+    out: u64,
+    inn: u64,
+    records: u32,
+    conns: u32,
+    first_ms: u64,
+    last_ms: u64,
+    long_ms: u64,
+    sampled: bool,
+    port: u16,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Slow {
+    out: u64,
+    inn: u64,
+    first_ms: u64,
+    last_ms: u64,
+    first_window: u64,
+    last_window: u64,
+    windows: u32,
+    conns: u32,
+    records: u32,
+    long_ms: u64,
+    sampled: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Pair {
+    window: u64,
+    cur: WindowSums,
+    slow: Slow,
+    reported: f32,
+    /// 0: none yet, 1: bulk, 2: slow.
+    kind: u8,
+    episode_first_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct HostBase {
+    window: u64,
+    out: u64,
+    hist: [f32; HISTORY],
+    n: u8,
+    pos: u8,
+}
+
+impl HostBase {
+    fn roll(&mut self, w: u64) {
+        if self.window < w {
+            if self.out > 0 {
+                #[expect(
+                    clippy::cast_precision_loss,
+                    clippy::cast_possible_truncation,
+                    reason = "log scale"
+                )]
+                let v = ((self.out as f64) + 1.0).log10() as f32;
+                self.hist[usize::from(self.pos) % HISTORY] = v;
+                self.pos = self.pos.wrapping_add(1) % (HISTORY as u8);
+                self.n = self.n.saturating_add(1).min(HISTORY as u8);
+            }
+            self.out = 0;
+            self.window = w;
+        }
+    }
+}
+
+/// The exfiltration detector; see the module docs.
+pub struct ExfilDetector {
+    config: DetectConfig,
+    pairs: BoundedMap<(IpAddr, IpAddr), Pair>,
+    hosts: BoundedMap<IpAddr, HostBase>,
+    conns: BoundedMap<ConnKey, Conn>,
+    prevalence: Prevalence,
+    filter: Option<HostFilter>,
+    watermark_ms: u64,
+    closed_window: u64,
+    late: u64,
+    pending: Vec<Finding>,
+    scratch: Vec<f64>,
+    scratch2: Vec<f64>,
+}
+
+impl ExfilDetector {
+    /// A detector with `config`'s thresholds and caps.
+    #[must_use]
+    pub fn new(config: &DetectConfig) -> Self {
+        let cap = config.max_keys_per_detector;
+        Self {
+            config: config.clone(),
+            pairs: BoundedMap::new(cap),
+            hosts: BoundedMap::new(cap),
+            conns: BoundedMap::new(cap),
+            prevalence: Prevalence::new(cap),
+            filter: None,
+            watermark_ms: 0,
+            closed_window: 0,
+            late: 0,
+            pending: Vec::new(),
+            scratch: Vec::new(),
+            scratch2: Vec::new(),
+        }
+    }
+
+    /// Only internal hosts for which `filter` returns true get state.
+    pub fn set_host_filter(&mut self, filter: HostFilter) {
+        self.filter = Some(filter);
+    }
+
+    /// Feeds the number of internal hosts (over all shards) that talk to `dst`; the
+    /// larger of this and the shard's own count is used for rarity and damping.
+    pub fn set_prevalence(&mut self, dst: IpAddr, hosts: usize) {
+        self.prevalence.set_global(dst, hosts);
+    }
+
+    /// This shard's own prevalence counts (destination, internal hosts), for merging
+    /// across shards.
+    pub fn local_prevalence(&self) -> impl Iterator<Item = (IpAddr, f64)> + '_ {
+        self.prevalence.local_counts()
+    }
+
+    /// Records ignored because they arrived later than the allowed lateness.
+    #[must_use]
+    pub fn late_records(&self) -> u64 {
+        self.late
+    }
+
+    /// The internal host this detector keys a record on, if it is an internal ↔
+    /// external record (the only kind it looks at).
+    #[must_use]
+    pub fn key_host(config: &DetectConfig, record: &FlowRecord) -> Option<IpAddr> {
+        orient(config, record).map(|(h, _, _)| h)
+    }
+
+    fn window_of(&self, t_ms: u64) -> u64 {
+        t_ms / self.config.exfil.window_ms.max(1)
+    }
+
+    /// Closes the current window of `key` (if it has data) and scores it.
+    fn close_pair(&mut self, key: (IpAddr, IpAddr)) -> Option<Finding> {
+        let cfg = &self.config.exfil;
+        let window_ms = cfg.window_ms.max(1);
+        let p = self.pairs.get_mut(&key)?;
+        let w = p.window;
+        let sums = std::mem::take(&mut p.cur);
+        if sums.records == 0 {
+            return None;
+        }
+        // Slow accumulator: consecutive active windows, one idle window tolerated.
+        if sums.out > 0 {
+            let s = &mut p.slow;
+            let contiguous = s.windows > 0 && w <= s.last_window + 2;
+            let within = (w + 1).saturating_sub(s.first_window) * window_ms <= cfg.slow_horizon_ms;
+            if !(contiguous && within) {
+                s.out = 0;
+                s.inn = 0;
+                s.windows = 0;
+                s.conns = 0;
+                s.records = 0;
+                s.long_ms = 0;
+                s.sampled = false;
+                s.first_window = w;
+                s.first_ms = sums.first_ms;
+            }
+            s.out += sums.out;
+            s.inn += sums.inn;
+            s.windows += 1;
+            s.conns += sums.conns;
+            s.records += sums.records;
+            s.long_ms = s.long_ms.max(sums.long_ms);
+            s.sampled |= sums.sampled;
+            s.last_window = w;
+            s.last_ms = sums.last_ms;
+        }
+        let slow = p.slow;
+        let (reported, kind) = (p.reported, p.kind);
+        let episode_first = p.episode_first_ms;
+
+        // The host's baseline (its earlier windows).
+        let baseline = self.hosts.get(&key.0).and_then(|h| {
+            (h.n >= 3).then(|| {
+                self.scratch.clear();
+                self.scratch
+                    .extend(h.hist[..usize::from(h.n)].iter().map(|&v| f64::from(v)));
+                let (med, mad) = stats::median_mad(&self.scratch, &mut self.scratch2);
+                (med, mad, h.n)
+            })
+        });
+        let hosts = self.prevalence.hosts(key.1);
+        let recent = self
+            .prevalence
+            .first_seen_ms(key.1)
+            .is_some_and(|t| t + FIRST_SEEN_RECENT_MS >= sums.last_ms);
+        let z_of = |bytes: u64| {
+            #[expect(clippy::cast_precision_loss, reason = "log scale")]
+            let x = (bytes as f64 + 1.0).log10();
+            baseline.map(|(med, mad, _)| stats::robust_z(x, med, mad, 0.05))
+        };
+        let rarity = self.rarity(hosts, recent);
+        let prevalent_damp = if hosts >= self.config.prevalence_hosts as f64 {
+            0.5
+        } else {
+            1.0
+        };
+
+        let bulk = (sums.out >= cfg.min_bytes).then(|| {
+            let z = z_of(sums.out);
+            let s = 0.30 * volume_part(sums.out, cfg.min_bytes)
+                + 0.25 * self.z_part(z)
+                + 0.20 * pcr(sums.out, sums.inn).clamp(0.0, 1.0)
+                + 0.15 * rarity
+                + 0.10 * long_part(sums.long_ms, cfg.long_connection_ms);
+            let s = s
+                * prevalent_damp
+                * if sums.sampled {
+                    SAMPLED_CONFIDENCE
+                } else {
+                    1.0
+                };
+            (s, z)
+        });
+        let slow_score = (slow.out >= cfg.slow_min_bytes.max(cfg.min_bytes)
+            && slow.windows as usize >= cfg.slow_min_windows
+            && slow.last_window == w)
+            .then(|| {
+                let z = z_of(slow.out / u64::from(slow.windows.max(1)));
+                let persistence =
+                    (f64::from(slow.windows) / cfg.slow_min_windows.max(1) as f64).min(1.0);
+                let s = 0.30 * volume_part(slow.out, cfg.slow_min_bytes.max(cfg.min_bytes))
+                    + 0.20 * self.z_part(z)
+                    + 0.20 * pcr(slow.out, slow.inn).clamp(0.0, 1.0)
+                    + 0.15 * rarity
+                    + 0.15 * persistence;
+                let s = s
+                    * prevalent_damp
+                    * if slow.sampled {
+                        SAMPLED_CONFIDENCE
+                    } else {
+                        1.0
+                    };
+                (s, z)
+            });
+        let bulk_ok =
+            bulk.filter(|&(s, _)| s >= cfg.score_threshold && pcr(sums.out, sums.inn) > 0.2);
+        let slow_ok =
+            slow_score.filter(|&(s, _)| s >= cfg.score_threshold && pcr(slow.out, slow.inn) > 0.2);
+        let best_kind = match (bulk_ok, slow_ok) {
+            (None, None) => return None,
+            (Some(b), Some(s)) => {
+                if kind == 2 || (kind == 0 && s.0 > b.0) {
+                    2
+                } else {
+                    1
+                }
+            }
+            (Some(_), None) => 1,
+            (None, Some(_)) => 2,
+        };
+        let kind = if kind == 0 { best_kind } else { kind };
+        let score = bulk_ok
+            .map_or(0.0, |b| b.0)
+            .max(slow_ok.map_or(0.0, |s| s.0));
+        if reported > 0.0 && score < f64::from(reported) + 0.1 {
+            return None;
+        }
+        let p = self.pairs.get_mut(&key)?;
+        #[expect(clippy::cast_possible_truncation, reason = "f32 state")]
+        {
+            p.reported = score as f32;
+        }
+        p.kind = kind;
+        if p.episode_first_ms == 0 {
+            p.episode_first_ms = if kind == 2 {
+                slow.first_ms
+            } else {
+                sums.first_ms
+            };
+        }
+        let episode_first = if episode_first == 0 {
+            p.episode_first_ms
+        } else {
+            episode_first
+        };
+
+        let mut ev = BTreeMap::new();
+        let (out, inn, sampled, long_ms, conns, records, z, span_ms) = if kind == 2 {
+            let z = slow_ok.or(bulk_ok).and_then(|x| x.1);
+            (
+                slow.out,
+                slow.inn,
+                slow.sampled,
+                slow.long_ms,
+                slow.conns,
+                slow.records,
+                z,
+                slow.last_ms.saturating_sub(slow.first_ms),
+            )
+        } else {
+            let z = bulk_ok.or(slow_ok).and_then(|x| x.1);
+            (
+                sums.out,
+                sums.inn,
+                sums.sampled,
+                sums.long_ms,
+                sums.conns,
+                sums.records,
+                z,
+                sums.last_ms.saturating_sub(sums.first_ms),
+            )
+        };
+        #[expect(clippy::cast_precision_loss, reason = "evidence numbers")]
+        {
+            ev.insert("out_bytes".into(), num(out as f64));
+            ev.insert("in_bytes".into(), num(inn as f64));
+            ev.insert("pcr".into(), num(pcr(out, inn)));
+            ev.insert("records".into(), num(f64::from(records)));
+            ev.insert("connections".into(), num(f64::from(conns)));
+            ev.insert("longest_connection_ms".into(), num(long_ms as f64));
+            ev.insert("window_ms".into(), num(window_ms as f64));
+            ev.insert("min_bytes".into(), num(cfg.min_bytes as f64));
+            ev.insert("slow_windows".into(), num(f64::from(slow.windows)));
+            ev.insert("slow_out_bytes".into(), num(slow.out as f64));
+            ev.insert("dst_internal_hosts".into(), num(hosts));
+            ev.insert("dst_first_seen_recently".into(), recent.into());
+        }
+        if let Some((med, mad, n)) = baseline {
+            ev.insert("baseline_median_bytes".into(), num(10f64.powf(med)));
+            ev.insert("baseline_log10_mad".into(), num(mad));
+            ev.insert("baseline_windows".into(), num(f64::from(n)));
+        }
+        if let Some(z) = z {
+            ev.insert("robust_z".into(), num(z));
+        }
+        let at_least = if sampled { "at least " } else { "" };
+        let usual = match (baseline, z) {
+            (Some((med, _, _)), Some(z)) if z > 0.0 => {
+                #[expect(clippy::cast_precision_loss, reason = "display")]
+                let ratio =
+                    out as f64 / u64::from(slow.windows.max(1)).max(1) as f64 / 10f64.powf(med);
+                let ratio = if kind == 2 {
+                    ratio
+                } else {
+                    out as f64 / 10f64.powf(med)
+                };
+                format!(", {ratio:.0}× its usual volume per window (robust z {z:.1})")
+            }
+            (Some(_), _) => String::new(),
+            (None, _) => ", with no earlier baseline for the host".to_owned(),
+        };
+        let rare = if hosts <= 1.0 {
+            "a destination no other internal host uses"
+        } else if hosts < self.config.prevalence_hosts as f64 {
+            "a destination few internal hosts use"
+        } else {
+            "although many internal hosts use that destination"
+        };
+        let what = if kind == 2 { "slowly, " } else { "" };
+        let summary = format!(
+            "{} sent {what}{at_least}{} to {} over {} with byte asymmetry {:.2}{usual}; {rare}.",
+            key.0,
+            common::fmt_bytes(out),
+            key.1,
+            common::fmt_ms(span_ms.max(1000)),
+            pcr(out, inn),
+        );
+        let ports = if sums.port != 0 {
+            vec![sums.port]
+        } else {
+            Vec::new()
+        };
+        let last = if kind == 2 {
+            slow.last_ms
+        } else {
+            sums.last_ms
+        };
+        Some(common::finding(
+            Category::Exfiltration,
+            if kind == 2 { "slow" } else { "bulk" },
+            score,
+            Entities {
+                src: Some(key.0),
+                dst: Some(key.1),
+                ports,
+            },
+            episode_first,
+            last,
+            ev,
+            sampled,
+            summary,
+        ))
+    }
+
+    #[expect(clippy::cast_precision_loss, reason = "small counts")]
+    fn rarity(&self, hosts: f64, recent: bool) -> f64 {
+        let p = self.config.prevalence_hosts.max(2) as f64;
+        let host_rarity = if hosts <= 1.0 {
+            1.0
+        } else {
+            (1.0 - (hosts - 1.0) / (p - 1.0)).max(0.0)
+        };
+        0.7 * host_rarity + 0.3 * if recent { 1.0 } else { 0.0 }
+    }
+
+    fn z_part(&self, z: Option<f64>) -> f64 {
+        z.map_or(0.5, |z| {
+            (z / (2.0 * self.config.exfil.z_threshold.max(0.1))).clamp(0.0, 1.0)
+        })
+    }
+
+    /// Closes every pair and host window before `window` (sorted, for determinism).
+    fn close_windows_before(&mut self, window: u64, out: &mut Vec<Finding>) {
+        let mut keys: Vec<(IpAddr, IpAddr)> = self
+            .pairs
+            .iter()
+            .filter(|(_, p)| p.window < window && p.cur.records > 0)
+            .map(|(k, _)| *k)
+            .collect();
+        keys.sort_unstable();
+        for key in keys {
+            if let Some(f) = self.close_pair(key) {
+                out.push(f);
+            }
+        }
+        for (_, h) in self.hosts.iter_mut() {
+            if h.window < window {
+                h.roll(window);
+            }
+        }
+        // Pairs whose window and slow run are over and that hold nothing more.
+        self.pairs
+            .retain(|_, p| p.cur.records > 0 || p.slow.last_window + 2 >= window);
+    }
+}
+
+fn pcr(out: u64, inn: u64) -> f64 {
+    let total = out.saturating_add(inn);
+    if total == 0 {
+        0.0
+    } else {
+        #[expect(clippy::cast_precision_loss, reason = "ratio")]
+        let r = (out as f64 - inn as f64) / total as f64;
+        r
+    }
+}
+
+#[expect(clippy::cast_precision_loss, reason = "ratio")]
+fn volume_part(bytes: u64, min: u64) -> f64 {
+    ((bytes as f64 / min.max(1) as f64).log10() + 0.5).clamp(0.0, 1.0)
+}
+
+#[expect(clippy::cast_precision_loss, reason = "ratio")]
+fn long_part(long_ms: u64, threshold: u64) -> f64 {
+    if long_ms >= threshold {
+        1.0
+    } else {
+        0.5 * long_ms as f64 / threshold.max(1) as f64
+    }
+}
+
+/// (internal host, external peer, outbound?) for internal ↔ external records.
+fn orient(config: &DetectConfig, r: &FlowRecord) -> Option<(IpAddr, IpAddr, bool)> {
+    let src_in = config.is_internal(r.src_addr);
+    let dst_in = config.is_internal(r.dst_addr);
+    match (src_in, dst_in) {
+        (true, false) => Some((r.src_addr, r.dst_addr, true)),
+        (false, true) => Some((r.dst_addr, r.src_addr, false)),
+        _ => None,
+    }
+}
+
+impl Detector for ExfilDetector {
+    fn name(&self) -> &'static str {
+        "exfil"
+    }
+
+    fn observe(&mut self, record: &FlowRecord) {
+        let t = common::event_ms(record);
+        if t + self.config.allowed_lateness_ms < self.watermark_ms {
+            self.late += 1;
+            return;
+        }
+        let Some((host, peer, outbound)) = orient(&self.config, record) else {
+            return;
+        };
+        if self.filter.as_ref().is_some_and(|f| !f(host)) || self.config.allowed(record) {
+            return;
+        }
+        self.prevalence.observe(peer, host, t);
+        let w = self.window_of(t).max(self.closed_window);
+        if outbound {
+            let hb = self.hosts.get_or_insert_with(host, || HostBase {
+                window: w,
+                ..HostBase::default()
+            });
+            hb.roll(w);
+            hb.out += record.bytes;
+        }
+        let key = (host, peer);
+        let p = self.pairs.get_or_insert_with(key, || Pair {
+            window: w,
+            ..Pair::default()
+        });
+        if p.window < w {
+            if p.cur.records > 0 {
+                if let Some(f) = self.close_pair(key) {
+                    self.pending.push(f);
+                }
+            }
+            if let Some(p) = self.pairs.get_mut(&key) {
+                p.window = w;
+            }
+        }
+        // Stitch the connection (either direction of one 5-tuple).
+        let (host_port, peer_port) = if outbound {
+            (record.src_port, record.dst_port)
+        } else {
+            (record.dst_port, record.src_port)
+        };
+        let ck = ConnKey {
+            host,
+            peer,
+            host_port,
+            peer_port,
+            protocol: record.protocol,
+        };
+        let gap = self.config.exfil.stitch_gap_ms;
+        let mut new_conn = false;
+        let mut duration = 0;
+        if let Some(c) = self.conns.get_mut(&ck) {
+            if record.start_ms <= c.last_ms + gap {
+                c.last_ms = c.last_ms.max(t);
+                c.first_ms = c.first_ms.min(record.start_ms);
+            } else {
+                *c = Conn {
+                    first_ms: record.start_ms,
+                    last_ms: t,
+                };
+                new_conn = true;
+            }
+            duration = c.last_ms - c.first_ms;
+        } else if outbound && record.bytes >= CONN_MIN_BYTES {
+            self.conns.get_or_insert_with(ck, || Conn {
+                first_ms: record.start_ms.min(t),
+                last_ms: t,
+            });
+            new_conn = true;
+            duration = t - record.start_ms.min(t);
+        }
+        let Some(p) = self.pairs.get_mut(&key) else {
+            return;
+        };
+        let s = &mut p.cur;
+        if s.records == 0 {
+            s.first_ms = t;
+        }
+        s.records += 1;
+        s.first_ms = s.first_ms.min(record.start_ms.max(1));
+        s.last_ms = s.last_ms.max(t);
+        s.sampled |= record.sampling_interval > 1;
+        s.long_ms = s.long_ms.max(duration);
+        s.conns += u32::from(new_conn);
+        if outbound {
+            s.out = s.out.saturating_add(record.bytes);
+            if record.bytes >= CONN_MIN_BYTES {
+                s.port = record.dst_port;
+            }
+        } else {
+            s.inn = s.inn.saturating_add(record.bytes);
+        }
+    }
+
+    fn advance(&mut self, watermark_ms: u64, out: &mut Vec<Finding>) {
+        self.watermark_ms = self.watermark_ms.max(watermark_ms);
+        out.append(&mut self.pending);
+        let closable = self.window_of(
+            self.watermark_ms
+                .saturating_sub(self.config.allowed_lateness_ms),
+        );
+        if closable > self.closed_window {
+            self.closed_window = closable;
+            self.close_windows_before(closable, out);
+            let horizon = self
+                .watermark_ms
+                .saturating_sub(self.config.allowed_lateness_ms + self.config.exfil.stitch_gap_ms);
+            self.conns.retain(|_, c| c.last_ms >= horizon);
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<Finding>) {
+        out.append(&mut self.pending);
+        self.close_windows_before(u64::MAX, out);
+        self.conns.clear();
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.pairs.shallow_bytes()
+            + self.hosts.shallow_bytes()
+            + self.conns.shallow_bytes()
+            + self.prevalence.state_bytes()
+            + (self.scratch.capacity() + self.scratch2.capacity()) * 8
+    }
+
+    fn evictions(&self) -> u64 {
+        self.pairs.evictions()
+            + self.hosts.evictions()
+            + self.conns.evictions()
+            + self.prevalence.evictions()
+    }
+}

@@ -1,0 +1,323 @@
+//! Bounded keyed state: a hash index over a slab of slots, evicted by CLOCK
+//! (second chance), an approximation of least-recently-used that costs one bit per key
+//! and O(1) amortized per operation.
+//!
+//! Every detector keeps its per-key state (hosts, host pairs, destinations) in a
+//! [`BoundedMap`] capped at `max_keys_per_detector`. When the map is full, inserting a
+//! new key evicts one whose reference bit is clear (touched least recently, roughly),
+//! and [`BoundedMap::evictions`] counts it. The slab never grows past the cap, so memory
+//! is bounded by `cap × bytes_per_key()` plus the values' own heap parts.
+//!
+//! Iteration follows slab order, which depends only on the sequence of operations, so it
+//! is deterministic; the hasher is a fixed-seed Fx-style hash for the same reason (and
+//! because `SipHash` costs more than a detector can afford per record).
+
+use std::{
+    collections::HashMap,
+    hash::{BuildHasherDefault, Hash, Hasher},
+    mem::size_of,
+};
+
+/// A fast, fixed-seed, non-cryptographic hasher (the rustc "Fx" multiply-rotate step,
+/// with a final avalanche so that hashbrown's top and bottom bits are both usable).
+///
+/// Not `DoS`-resistant; keys are bounded by the cap, so a hostile flood of keys costs
+/// evictions, not memory.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FxHasher {
+    hash: u64,
+}
+
+const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(FX_SEED);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    #[inline]
+    fn write_u16(&mut self, i: u16) {
+        self.add(u64::from(i));
+    }
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        crate::detect::sketch::mix64(self.hash)
+    }
+}
+
+/// `BuildHasher` for [`FxHasher`].
+pub type FxBuildHasher = BuildHasherDefault<FxHasher>;
+
+struct Slot<K, V> {
+    key: K,
+    value: V,
+    referenced: bool,
+}
+
+/// A map holding at most `cap` keys; see the module docs.
+pub struct BoundedMap<K, V> {
+    index: HashMap<K, u32, FxBuildHasher>,
+    slots: Vec<Slot<K, V>>,
+    hand: usize,
+    cap: usize,
+    evictions: u64,
+}
+
+impl<K: Hash + Eq + Copy, V> BoundedMap<K, V> {
+    /// An empty map that will hold at most `cap` keys (at least 1).
+    #[must_use]
+    pub fn new(cap: usize) -> Self {
+        let cap = cap.clamp(1, u32::MAX as usize);
+        Self {
+            index: HashMap::with_hasher(FxBuildHasher::default()),
+            slots: Vec::new(),
+            hand: 0,
+            cap,
+            evictions: 0,
+        }
+    }
+
+    /// Keys held.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether no key is held.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The cap.
+    #[must_use]
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Keys evicted because the map was full.
+    #[must_use]
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    /// The value of `key`, marking it recently used.
+    #[inline]
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        let i = *self.index.get(key)? as usize;
+        let slot = &mut self.slots[i];
+        slot.referenced = true;
+        Some(&mut slot.value)
+    }
+
+    /// The value of `key`, without touching its recency.
+    #[inline]
+    #[must_use]
+    pub fn get(&self, key: &K) -> Option<&V> {
+        let i = *self.index.get(key)? as usize;
+        Some(&self.slots[i].value)
+    }
+
+    /// The value of `key`, inserting `make()` first if absent (evicting one key if the
+    /// map is full).
+    #[inline]
+    pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
+        if let Some(&i) = self.index.get(&key) {
+            let slot = &mut self.slots[i as usize];
+            slot.referenced = true;
+            return &mut slot.value;
+        }
+        let i = if self.slots.len() < self.cap {
+            if self.slots.len() == self.slots.capacity() {
+                // Grow geometrically, but never past the cap.
+                let want = (self.slots.len() * 2).max(16).min(self.cap) - self.slots.len();
+                self.slots.reserve_exact(want);
+            }
+            self.slots.push(Slot {
+                key,
+                value: make(),
+                referenced: false,
+            });
+            self.slots.len() - 1
+        } else {
+            let victim = self.victim();
+            let slot = &mut self.slots[victim];
+            self.index.remove(&slot.key);
+            *slot = Slot {
+                key,
+                value: make(),
+                referenced: false,
+            };
+            self.evictions += 1;
+            victim
+        };
+        // Fits: cap is at most u32::MAX.
+        #[expect(clippy::cast_possible_truncation, reason = "i < cap <= u32::MAX")]
+        self.index.insert(key, i as u32);
+        &mut self.slots[i].value
+    }
+
+    /// CLOCK: advance the hand past referenced slots (clearing their bit) to the first
+    /// unreferenced one.
+    fn victim(&mut self) -> usize {
+        loop {
+            if self.hand >= self.slots.len() {
+                self.hand = 0;
+            }
+            let slot = &mut self.slots[self.hand];
+            if slot.referenced {
+                slot.referenced = false;
+                self.hand += 1;
+            } else {
+                let v = self.hand;
+                self.hand += 1;
+                return v;
+            }
+        }
+    }
+
+    /// Removes `key`, returning its value.
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        let i = self.index.remove(key)? as usize;
+        let slot = self.slots.swap_remove(i);
+        if i < self.slots.len() {
+            let moved = self.slots[i].key;
+            #[expect(clippy::cast_possible_truncation, reason = "i < cap <= u32::MAX")]
+            self.index.insert(moved, i as u32);
+        }
+        Some(slot.value)
+    }
+
+    /// Keeps only the keys for which `keep` returns true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
+        let mut i = 0;
+        while i < self.slots.len() {
+            let slot = &mut self.slots[i];
+            if keep(&slot.key, &mut slot.value) {
+                i += 1;
+            } else {
+                let key = slot.key;
+                self.index.remove(&key);
+                self.slots.swap_remove(i);
+                if i < self.slots.len() {
+                    let moved = self.slots[i].key;
+                    #[expect(clippy::cast_possible_truncation, reason = "i < cap <= u32::MAX")]
+                    self.index.insert(moved, i as u32);
+                }
+            }
+        }
+        if self.hand > self.slots.len() {
+            self.hand = 0;
+        }
+    }
+
+    /// Removes everything (the eviction count stays).
+    pub fn clear(&mut self) {
+        self.index.clear();
+        self.slots.clear();
+        self.hand = 0;
+    }
+
+    /// All entries, in slab order (deterministic for a given sequence of operations).
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.slots.iter().map(|s| (&s.key, &s.value))
+    }
+
+    /// All entries, mutably, in slab order.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&K, &mut V)> {
+        self.slots.iter_mut().map(|s| (&s.key, &mut s.value))
+    }
+
+    /// Approximate bytes per key held, excluding the value's own heap parts: one slab
+    /// slot plus one hash-index entry (key, u32 slot number, one control byte) at
+    /// hashbrown's 7/8 load factor.
+    #[must_use]
+    pub fn bytes_per_key() -> usize {
+        size_of::<Slot<K, V>>() + (size_of::<(K, u32)>() + 1) * 8 / 7
+    }
+
+    /// Bytes allocated by the map itself (slab and index capacity), excluding the
+    /// values' heap parts.
+    #[must_use]
+    pub fn shallow_bytes(&self) -> usize {
+        self.slots.capacity() * size_of::<Slot<K, V>>()
+            + self.index.capacity() * (size_of::<(K, u32)>() + 1) * 8 / 7
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holds_at_most_cap_and_counts_evictions() {
+        let mut m: BoundedMap<u64, u64> = BoundedMap::new(100);
+        for k in 0..1000u64 {
+            *m.get_or_insert_with(k, || 0) += 1;
+        }
+        assert_eq!(m.len(), 100);
+        assert_eq!(m.evictions(), 900);
+        assert!(m.shallow_bytes() < 100 * BoundedMap::<u64, u64>::bytes_per_key() * 3);
+    }
+
+    #[test]
+    fn recently_used_keys_survive_eviction() {
+        let mut m: BoundedMap<u64, ()> = BoundedMap::new(10);
+        for k in 0..10 {
+            m.get_or_insert_with(k, || ());
+        }
+        for round in 0..50u64 {
+            // Key 0 is touched before every insertion; it must never be the victim.
+            assert!(m.get_mut(&0).is_some(), "key 0 evicted in round {round}");
+            m.get_or_insert_with(100 + round, || ());
+        }
+    }
+
+    #[test]
+    fn remove_and_retain_keep_the_index_consistent() {
+        let mut m: BoundedMap<u32, u32> = BoundedMap::new(1000);
+        for k in 0..500 {
+            m.get_or_insert_with(k, || k * 2);
+        }
+        assert_eq!(m.remove(&7), Some(14));
+        m.retain(|k, _| k % 3 != 0);
+        for k in 0..500 {
+            let expect = (k % 3 != 0 && k != 7).then_some(k * 2);
+            assert_eq!(m.get(&k).copied(), expect, "key {k}");
+        }
+    }
+}
