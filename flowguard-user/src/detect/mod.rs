@@ -156,6 +156,7 @@ pub fn standard_detectors(_config: &DetectConfig) -> Vec<Box<dyn Detector + Send
 }
 
 // Detector implementations and their shared helpers.
+pub mod beacon;
 pub mod common;
 pub mod exfil;
 pub mod lru;
@@ -163,5 +164,6 @@ pub mod scan;
 pub mod sketch;
 pub mod stats;
 
+pub use beacon::BeaconDetector;
 pub use exfil::ExfilDetector;
 pub use scan::ScanDetector;

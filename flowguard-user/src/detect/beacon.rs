@@ -1,0 +1,554 @@
+//! Command-and-control beaconing detection (MITRE ATT&CK T1071 / T1573).
+//!
+//! Series are keyed by (internal source, external destination, destination port,
+//! protocol); every `eval_interval_ms` of event time the series with new connections
+//! and at least `min_connections` connections within `horizon_ms` are scored, and the
+//! series of one (source, destination) are also scored merged (a beacon that rotates
+//! ports), when no single port was reported. The score follows RITA v5's shape:
+//!
+//! - **timestamps**: intervals between connection starts, their Bowley skew
+//!   (1 − |skew|) and MAD/median dispersion (1 − (MAD/median)/0.8);
+//! - **period fit**, which survives dropped beats and sampling: the share of intervals
+//!   within ±15 % of the period of an integer multiple of a candidate base period
+//!   (candidates: low quantiles of the intervals divided by 1–3; the largest good one
+//!   wins), rescaled so that random timing (30 % fit by chance) scores 0. The timestamp
+//!   score is the larger of the RITA measures and the period fit;
+//! - **data size**: Bowley skew and MAD/median dispersion of bytes per connection;
+//! - **histogram**: connection counts in up to 24 bins over the series span,
+//!   1 − coefficient of variation (or bimodal: nearly all bins at one of two levels);
+//! - **duration coverage**: series span over the data seen (up to the horizon).
+//!
+//! score = 0.35·timestamps + 0.20·size + 0.20·histogram + 0.25·coverage, multiplied by
+//! the prevalence damping ([`common::prevalence_damping`]: 1 for one internal host, 0.3 at
+//! `prevalence_hosts`) and by 0.92 on sampled exports; reported at `threshold`.
+//!
+//! A "connection" is one flow record from the internal host, with the records that an
+//! exporter's active timeout split from it (same source port, starting within 1 s of
+//! the previous end) merged back. Responses of internal servers (source port < 1024,
+//! destination port ≥ 1024), multicast, internal destinations (unless
+//! `include_internal_dst`) and `skip_udp_ports`/`skip_tcp_ports` (NTP by default) are
+//! not scored.
+//!
+//! Prevalence is counted per shard (each shard sees its own hosts' clients); feed the
+//! global count with [`BeaconDetector::set_prevalence`] for exact damping.
+//!
+//! Byte cost per series: ≈ 130 bytes (slot, index, timing state) + 8 bytes per kept
+//! connection (≤ `max_timestamps`; when full, every other connection is dropped and the
+//! decimation factor doubles, which keeps the period structure and the coverage).
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use super::{
+    Category, Detector, Entities, Finding,
+    common::{self, HostFilter, Prevalence, SAMPLED_CONFIDENCE, num},
+    config::DetectConfig,
+    lru::BoundedMap,
+    stats,
+};
+use crate::decode::FlowRecord;
+
+/// Records of one source port starting within this long of the previous end are one
+/// connection split by the exporter's active timeout.
+const SPLIT_GAP_MS: u64 = 1000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct SeriesKey {
+    src: IpAddr,
+    dst: IpAddr,
+    port: u16,
+    protocol: u8,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Event {
+    /// Start, ms after the series base.
+    t: u32,
+    bytes: u32,
+}
+
+#[derive(Debug, Default)]
+struct Series {
+    base_ms: u64,
+    events: Vec<Event>,
+    decimation: u32,
+    last_src_port: u16,
+    last_end_ms: u64,
+    last_ms: u64,
+    sampled: bool,
+    dirty: bool,
+    reported: f32,
+}
+
+/// The result of scoring one series.
+#[derive(Clone, Copy, Debug, Default)]
+struct Scored {
+    score: f64,
+    ts: f64,
+    ts_skew: f64,
+    ts_dispersion: f64,
+    period_fit: f64,
+    period_ms: f64,
+    size: f64,
+    hist: f64,
+    coverage: f64,
+    interval_median_ms: f64,
+    interval_mad_ms: f64,
+    bytes_median: f64,
+    connections: f64,
+    first_ms: u64,
+    last_ms: u64,
+}
+
+/// The beaconing detector; see the module docs.
+pub struct BeaconDetector {
+    config: DetectConfig,
+    series: BoundedMap<SeriesKey, Series>,
+    pair_reported: BoundedMap<(IpAddr, IpAddr), f32>,
+    prevalence: Prevalence,
+    filter: Option<HostFilter>,
+    watermark_ms: u64,
+    next_eval_ms: u64,
+    data_first_ms: u64,
+    late: u64,
+    scratch: [Vec<f64>; 3],
+}
+
+impl BeaconDetector {
+    /// A detector with `config`'s thresholds and caps.
+    #[must_use]
+    pub fn new(config: &DetectConfig) -> Self {
+        let cap = config.max_keys_per_detector;
+        Self {
+            config: config.clone(),
+            series: BoundedMap::new(cap),
+            pair_reported: BoundedMap::new(cap),
+            prevalence: Prevalence::new(cap),
+            filter: None,
+            watermark_ms: 0,
+            next_eval_ms: 0,
+            data_first_ms: u64::MAX,
+            late: 0,
+            scratch: [Vec::new(), Vec::new(), Vec::new()],
+        }
+    }
+
+    /// Only internal sources for which `filter` returns true get state.
+    pub fn set_host_filter(&mut self, filter: HostFilter) {
+        self.filter = Some(filter);
+    }
+
+    /// Feeds the number of internal hosts (over all shards) that talk to `dst`; the
+    /// larger of this and the shard's own count damps the score.
+    pub fn set_prevalence(&mut self, dst: IpAddr, hosts: usize) {
+        self.prevalence.set_global(dst, hosts);
+    }
+
+    /// This shard's own prevalence counts (destination, internal hosts), for merging
+    /// across shards.
+    pub fn local_prevalence(&self) -> impl Iterator<Item = (IpAddr, f64)> + '_ {
+        self.prevalence.local_counts()
+    }
+
+    /// Records ignored because they arrived later than the allowed lateness.
+    #[must_use]
+    pub fn late_records(&self) -> u64 {
+        self.late
+    }
+
+    /// The host a record is keyed on: its source (the beaconing host).
+    #[must_use]
+    pub fn key_host(record: &FlowRecord) -> IpAddr {
+        record.src_addr
+    }
+
+    fn eligible(&self, r: &FlowRecord) -> bool {
+        let c = &self.config;
+        if !c.is_internal(r.src_addr) || common::is_group_or_unspecified(r.dst_addr) {
+            return false;
+        }
+        if !c.beacon.include_internal_dst && c.is_internal(r.dst_addr) {
+            return false;
+        }
+        match r.protocol {
+            6 | 17 => {
+                let skip = if r.protocol == 6 { &c.beacon.skip_tcp_ports } else { &c.beacon.skip_udp_ports };
+                !(r.src_port < 1024 && r.dst_port >= 1024) && !skip.contains(&r.dst_port)
+            }
+            _ => true,
+        }
+    }
+
+    /// Scores sorted events; `None` when there are too few intervals.
+    #[expect(clippy::cast_precision_loss, reason = "statistics on counts and times")]
+    fn score_events(&mut self, events: &[Event], base_ms: u64, decimation: u32, sampled: bool, dst: IpAddr) -> Option<Scored> {
+        let min = self.config.beacon.min_connections.max(3);
+        let [iv, sizes, tmp] = &mut self.scratch;
+        iv.clear();
+        sizes.clear();
+        for w in events.windows(2) {
+            let d = f64::from(w[1].t.saturating_sub(w[0].t));
+            if d > 0.0 {
+                iv.push(d);
+            }
+        }
+        let connections = events.len() as f64 * f64::from(decimation.max(1));
+        if events.len() < min || iv.len() + 1 < min {
+            return None;
+        }
+        sizes.extend(events.iter().map(|e| f64::from(e.bytes)));
+        stats::sort(iv);
+        stats::sort(sizes);
+        let iv_med = stats::median_sorted(iv);
+        let iv_mad = stats::mad(iv, iv_med, tmp);
+        let ts_skew = 1.0 - stats::bowley_skew(iv).abs();
+        let ts_dispersion = (1.0 - (iv_mad / iv_med.max(1.0)) / 0.8).clamp(0.0, 1.0);
+        let (period_fit, period_ms) = period_fit(iv);
+        let ts = ((ts_skew + ts_dispersion) / 2.0).max(period_fit);
+        let size_med = stats::median_sorted(sizes);
+        let size_mad = stats::mad(sizes, size_med, tmp);
+        let size = ((1.0 - stats::bowley_skew(sizes).abs()) + (1.0 - (size_mad / size_med.max(1.0)) / 0.8).clamp(0.0, 1.0)) / 2.0;
+        // Histogram over the series span.
+        let first = f64::from(events[0].t);
+        let last = f64::from(events[events.len() - 1].t);
+        let span = (last - first).max(1.0);
+        let bins = (events.len() / 2).clamp(3, 24);
+        let mut counts = [0f64; 24];
+        for e in events {
+            #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "bin index")]
+            let b = (((f64::from(e.t) - first) / span * bins as f64) as usize).min(bins - 1);
+            counts[b] += 1.0;
+        }
+        let counts = &counts[..bins];
+        let mean = counts.iter().sum::<f64>() / bins as f64;
+        let var = counts.iter().map(|c| (c - mean) * (c - mean)).sum::<f64>() / bins as f64;
+        let cv = var.sqrt() / mean.max(1e-9);
+        let bimodal = if mean >= 4.0 {
+            let mut c: Vec<f64> = counts.to_vec();
+            stats::sort(&mut c);
+            // Two levels: the share of bins within 10 % (or ±1) of the lowest or highest
+            // level, when the levels differ.
+            let (lo, hi) = (c[0], c[bins - 1]);
+            let near = |x: f64, l: f64| (x - l).abs() <= (0.1 * l).max(1.0);
+            let share = c.iter().filter(|&&x| near(x, lo) || near(x, hi)).count() as f64 / bins as f64;
+            if hi > lo * 1.5 && share >= 0.9 { share } else { 0.0 }
+        } else {
+            0.0
+        };
+        let hist = (1.0 - cv).max(bimodal).clamp(0.0, 1.0);
+        let first_ms = base_ms + u64::from(events[0].t);
+        let last_ms = base_ms + u64::from(events[events.len() - 1].t);
+        let data_span = self
+            .watermark_ms
+            .max(last_ms)
+            .saturating_sub(self.data_first_ms.min(first_ms))
+            .min(self.config.beacon.horizon_ms)
+            .max(1);
+        let coverage = ((last_ms - first_ms) as f64 / data_span as f64).clamp(0.0, 1.0);
+        let raw = 0.35 * ts + 0.20 * size + 0.20 * hist + 0.25 * coverage;
+        let hosts = self.prevalence.hosts(dst);
+        let damp = common::prevalence_damping(hosts, self.config.prevalence_hosts);
+        let score = raw * damp * if sampled { SAMPLED_CONFIDENCE } else { 1.0 };
+        Some(Scored {
+            score,
+            ts,
+            ts_skew,
+            ts_dispersion,
+            period_fit,
+            period_ms,
+            size,
+            hist,
+            coverage,
+            interval_median_ms: iv_med,
+            interval_mad_ms: iv_mad,
+            bytes_median: size_med,
+            connections,
+            first_ms,
+            last_ms,
+        })
+    }
+
+    #[expect(clippy::cast_precision_loss, reason = "evidence numbers")]
+    fn build(&self, src: IpAddr, dst: IpAddr, ports: Vec<u16>, s: &Scored, sampled: bool) -> Finding {
+        let hosts = self.prevalence.hosts(dst);
+        let mut ev = BTreeMap::new();
+        ev.insert("connections".into(), num(s.connections));
+        ev.insert("interval_median_s".into(), num(s.interval_median_ms / 1000.0));
+        ev.insert("interval_mad_s".into(), num(s.interval_mad_ms / 1000.0));
+        ev.insert("interval_skew_score".into(), num(s.ts_skew));
+        ev.insert("interval_dispersion_score".into(), num(s.ts_dispersion));
+        ev.insert("period_fit".into(), num(s.period_fit));
+        ev.insert("period_s".into(), num(s.period_ms / 1000.0));
+        ev.insert("timestamp_score".into(), num(s.ts));
+        ev.insert("size_score".into(), num(s.size));
+        ev.insert("bytes_median".into(), num(s.bytes_median));
+        ev.insert("histogram_score".into(), num(s.hist));
+        ev.insert("coverage_score".into(), num(s.coverage));
+        ev.insert("dst_internal_hosts".into(), num(hosts));
+        ev.insert(
+            "prevalence_damping".into(),
+            num(common::prevalence_damping(hosts, self.config.prevalence_hosts)),
+        );
+        let at_least = if sampled { "at least " } else { "" };
+        let period = if s.period_fit >= 0.5 { s.period_ms } else { s.interval_median_ms };
+        let port_text = match ports.as_slice() {
+            [p] => format!(" port {p}"),
+            [] => String::new(),
+            many => format!(" ports {}", many.iter().map(u16::to_string).collect::<Vec<_>>().join(",")),
+        };
+        let summary = format!(
+            "{src} connected to {dst}{port_text} {at_least}{:.0} times over {} at a regular interval of about {} (timing score {:.2}, size score {:.2}, coverage {:.0}%){}.",
+            s.connections,
+            common::fmt_ms(s.last_ms - s.first_ms),
+            common::fmt_ms(period.max(0.0) as u64),
+            s.ts,
+            s.size,
+            s.coverage * 100.0,
+            if hosts > 1.0 { format!("; {hosts:.0} internal hosts use this destination") } else { String::new() },
+        );
+        common::finding(
+            Category::Beaconing,
+            "periodic",
+            s.score,
+            Entities { src: Some(src), dst: Some(dst), ports },
+            s.first_ms,
+            s.last_ms,
+            ev,
+            sampled,
+            summary,
+        )
+    }
+
+    /// Scores the dirty series and emits what crosses the threshold.
+    fn evaluate(&mut self, out: &mut Vec<Finding>) {
+        let horizon = self.config.beacon.horizon_ms;
+        let now = self.watermark_ms;
+        // Drop series silent for the whole horizon (the episode is over), and
+        // connections that fell out of the horizon.
+        self.series.retain(|_, s| s.last_ms + horizon >= now);
+        let mut keys: Vec<SeriesKey> = Vec::new();
+        for (k, s) in self.series.iter_mut() {
+            if !s.dirty {
+                continue;
+            }
+            s.dirty = false;
+            let from = now.saturating_sub(horizon);
+            if s.base_ms < from {
+                let cut = u32::try_from(from - s.base_ms).unwrap_or(u32::MAX);
+                s.events.retain(|e| e.t >= cut);
+            }
+            if s.events.len() >= self.config.beacon.min_connections.max(3) {
+                s.events.sort_unstable_by_key(|e| e.t);
+                keys.push(*k);
+            }
+        }
+        keys.sort_unstable();
+        let threshold = self.config.beacon.threshold;
+        let mut pair_start = 0;
+        while pair_start < keys.len() {
+            let (src, dst) = (keys[pair_start].src, keys[pair_start].dst);
+            let mut pair_end = pair_start;
+            while pair_end < keys.len() && keys[pair_end].src == src && keys[pair_end].dst == dst {
+                pair_end += 1;
+            }
+            let mut any_reported = false;
+            for key in &keys[pair_start..pair_end] {
+                let Some(s) = self.series.get_mut(key) else { continue };
+                let events = std::mem::take(&mut s.events);
+                let (base, dec, sampled, reported) = (s.base_ms, s.decimation, s.sampled, s.reported);
+                let scored = self.score_events(&events, base, dec, sampled, dst);
+                let s = self.series.get_mut(key).expect("present");
+                s.events = events;
+                any_reported |= reported > 0.0;
+                if let Some(sc) = scored {
+                    if sc.score >= threshold && (reported == 0.0 || sc.score >= f64::from(reported) + 0.1) {
+                        #[expect(clippy::cast_possible_truncation, reason = "f32 state")]
+                        {
+                            s.reported = sc.score as f32;
+                        }
+                        any_reported = true;
+                        let ports = if key.port == 0 { Vec::new() } else { vec![key.port] };
+                        out.push(self.build(src, dst, ports, &sc, sampled));
+                    }
+                }
+            }
+            if pair_end - pair_start >= 2 && !any_reported {
+                self.evaluate_pair(&keys[pair_start..pair_end], out);
+            }
+            pair_start = pair_end;
+        }
+    }
+
+    /// Scores the merged connections of several series of one (source, destination).
+    fn evaluate_pair(&mut self, keys: &[SeriesKey], out: &mut Vec<Finding>) {
+        let (src, dst) = (keys[0].src, keys[0].dst);
+        let mut merged: Vec<(u64, u32)> = Vec::new();
+        let mut sampled = false;
+        let mut decimation = 1;
+        for key in keys {
+            if let Some(s) = self.series.get(key) {
+                sampled |= s.sampled;
+                decimation = decimation.max(s.decimation.max(1));
+                merged.extend(s.events.iter().map(|e| (s.base_ms + u64::from(e.t), e.bytes)));
+            }
+        }
+        merged.sort_unstable();
+        let Some(&(base, _)) = merged.first() else { return };
+        let events: Vec<Event> = merged
+            .iter()
+            .map(|&(t, bytes)| Event { t: u32::try_from(t - base).unwrap_or(u32::MAX), bytes })
+            .collect();
+        let Some(sc) = self.score_events(&events, base, decimation, sampled, dst) else { return };
+        let reported = self.pair_reported.get(&(src, dst)).copied().unwrap_or(0.0);
+        if sc.score >= self.config.beacon.threshold && (reported == 0.0 || sc.score >= f64::from(reported) + 0.1) {
+            #[expect(clippy::cast_possible_truncation, reason = "f32 state")]
+            let score = sc.score as f32;
+            *self.pair_reported.get_or_insert_with((src, dst), || 0.0) = score;
+            let mut ports: Vec<u16> = keys.iter().map(|k| k.port).filter(|&p| p != 0).collect();
+            ports.dedup();
+            ports.truncate(32);
+            out.push(self.build(src, dst, ports, &sc, sampled));
+        }
+    }
+}
+
+/// The period fit of sorted intervals: (score in [0, 1], base period in ms).
+#[expect(clippy::cast_precision_loss, reason = "statistics")]
+fn period_fit(sorted: &[f64]) -> (f64, f64) {
+    const NULL: f64 = 0.3;
+    const TOLERANCE: f64 = 0.15;
+    if sorted.len() < 3 {
+        return (0.0, 0.0);
+    }
+    let mut best = (0.0f64, 0.0f64);
+    let mut candidates: Vec<f64> = Vec::with_capacity(9);
+    for q in [0.1, 0.25, 0.5] {
+        let base = stats::quantile_sorted(sorted, q);
+        for m in 1..=3 {
+            let p = base / f64::from(m);
+            if p >= 1000.0 {
+                candidates.push(p);
+            }
+        }
+    }
+    let mut fits: Vec<(f64, f64)> = Vec::with_capacity(candidates.len());
+    for &p in &candidates {
+        let hits = sorted
+            .iter()
+            .filter(|&&d| {
+                let k = (d / p).round();
+                k >= 1.0 && (d - k * p).abs() <= TOLERANCE * p
+            })
+            .count();
+        let fit = hits as f64 / sorted.len() as f64;
+        fits.push((((fit - NULL) / (1.0 - NULL)).clamp(0.0, 1.0), p));
+    }
+    let top = fits.iter().map(|f| f.0).fold(0.0, f64::max);
+    for &(f, p) in &fits {
+        // The largest period that fits about as well as the best (P/2 always fits as
+        // well as P).
+        if f >= top - 0.05 && p > best.1 {
+            best = (f, p);
+        }
+    }
+    best
+}
+
+impl Detector for BeaconDetector {
+    fn name(&self) -> &'static str {
+        "beacon"
+    }
+
+    fn observe(&mut self, record: &FlowRecord) {
+        let end = common::event_ms(record);
+        if end + self.config.allowed_lateness_ms < self.watermark_ms {
+            self.late += 1;
+            return;
+        }
+        if !self.eligible(record)
+            || self.filter.as_ref().is_some_and(|f| !f(record.src_addr))
+            || self.config.allowed(record)
+        {
+            return;
+        }
+        let start = if record.start_ms == 0 { end } else { record.start_ms.min(end) };
+        self.prevalence.observe(record.dst_addr, record.src_addr, start);
+        self.data_first_ms = self.data_first_ms.min(start);
+        let key = SeriesKey {
+            src: record.src_addr,
+            dst: record.dst_addr,
+            port: if matches!(record.protocol, 6 | 17 | 132) { record.dst_port } else { 0 },
+            protocol: record.protocol,
+        };
+        let max_events = self.config.beacon.max_timestamps.max(16);
+        let s = self.series.get_or_insert_with(key, || Series { base_ms: start, decimation: 1, ..Series::default() });
+        s.dirty = true;
+        s.sampled |= record.sampling_interval > 1;
+        s.last_ms = s.last_ms.max(end);
+        let bytes = u32::try_from(record.bytes).unwrap_or(u32::MAX);
+        if let Some(last) = s.events.last_mut()
+            && s.last_src_port == record.src_port
+            && start <= s.last_end_ms + SPLIT_GAP_MS
+            && start >= s.last_end_ms.saturating_sub(SPLIT_GAP_MS)
+        {
+            last.bytes = last.bytes.saturating_add(bytes);
+            s.last_end_ms = s.last_end_ms.max(end);
+            return;
+        }
+        if start < s.base_ms {
+            // A connection before the base (reordering): shift the base back.
+            let shift = u32::try_from(s.base_ms - start).unwrap_or(u32::MAX);
+            for e in &mut s.events {
+                e.t = e.t.saturating_add(shift);
+            }
+            s.base_ms = start;
+        }
+        let Ok(t) = u32::try_from(start - s.base_ms) else {
+            // More than 49 days after the base: restart the series.
+            *s = Series { base_ms: start, decimation: 1, dirty: true, ..Series::default() };
+            return;
+        };
+        if s.events.len() >= max_events {
+            s.events.sort_unstable_by_key(|e| e.t);
+            let mut i = 0;
+            s.events.retain(|_| {
+                i += 1;
+                i % 2 == 1
+            });
+            s.decimation = s.decimation.saturating_mul(2);
+        }
+        s.events.push(Event { t, bytes });
+        s.last_src_port = record.src_port;
+        s.last_end_ms = end;
+    }
+
+    fn advance(&mut self, watermark_ms: u64, out: &mut Vec<Finding>) {
+        self.watermark_ms = self.watermark_ms.max(watermark_ms);
+        if self.watermark_ms >= self.next_eval_ms {
+            let step = self.config.beacon.eval_interval_ms.max(1000);
+            self.next_eval_ms = self.watermark_ms - self.watermark_ms % step + step;
+            if self.data_first_ms != u64::MAX {
+                self.evaluate(out);
+            }
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<Finding>) {
+        if self.data_first_ms != u64::MAX {
+            let last = self.series.iter().map(|(_, s)| s.last_ms).max().unwrap_or(0);
+            self.watermark_ms = self.watermark_ms.max(last);
+            self.evaluate(out);
+        }
+        self.series.clear();
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.series.shallow_bytes()
+            + self.series.iter().map(|(_, s)| s.events.capacity() * size_of::<Event>()).sum::<usize>()
+            + self.pair_reported.shallow_bytes()
+            + self.prevalence.state_bytes()
+    }
+
+    fn evictions(&self) -> u64 {
+        self.series.evictions() + self.pair_reported.evictions() + self.prevalence.evictions()
+    }
+}
