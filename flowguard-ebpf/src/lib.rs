@@ -41,8 +41,13 @@ pub const REUSEPORT_PROGRAM: &str = "flowguard_reuseport";
 pub mod config {
     /// Number of shards in use, 1..=`MAX_SHARDS`. Zero (unset) behaves as one.
     pub const NUM_SHARDS: u32 = 0;
+    /// Bytes waiting in a ring before the program wakes its consumer. Below it, records
+    /// are submitted without a wakeup and the worker finds them on its next short poll, so
+    /// a steady stream costs one wakeup per batch instead of one per packet. Zero wakes on
+    /// every record.
+    pub const WAKEUP_BYTES: u32 = 1;
     /// Number of slots.
-    pub const LEN: u32 = 1;
+    pub const LEN: u32 = 2;
 }
 
 /// Offsets inside an export packet's UDP payload, used to find the observation domain.

@@ -17,7 +17,10 @@ use core::mem::size_of;
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{bpf_hdr_start_off::BPF_HDR_START_NET, sk_action::SK_PASS, xdp_action},
+    bindings::{
+        BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
+        bpf_hdr_start_off::BPF_HDR_START_NET, sk_action::SK_PASS, xdp_action,
+    },
     helpers::generated::{
         bpf_ktime_get_ns, bpf_skb_load_bytes, bpf_skb_load_bytes_relative, bpf_xdp_load_bytes,
     },
@@ -327,7 +330,14 @@ fn enqueue_class<const SLOT: usize>(ctx: &XdpContext, ring: &RingBuf, dgram: &Da
         slot.discard(0);
         return Outcome::PassCopyFailed;
     }
-    slot.submit(0);
+    // Batch wakeups: only once enough is queued (user space polls briefly for the rest).
+    let wakeup_bytes = u64::from(CONFIG.get(config::WAKEUP_BYTES).copied().unwrap_or(0));
+    let flags = if ring.query(u64::from(BPF_RB_AVAIL_DATA)) >= wakeup_bytes {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    slot.submit(u64::from(flags));
     Outcome::Steered
 }
 

@@ -467,6 +467,15 @@ impl Worker {
     }
 }
 
+/// Poll timeout of a worker with an XDP ring, in ms: the program does not wake the worker for
+/// every record (see `flowguard_ebpf::config::WAKEUP_BYTES`), so records that arrive in a
+/// trickle wait at most this long.
+pub const RING_POLL_MS: i32 = 5;
+
+/// Poll timeout of a socket-only worker (sockets wake it for every datagram), in ms; it only
+/// bounds how long a stop request waits.
+const IDLE_POLL_MS: i32 = 100;
+
 /// What a live worker reads from.
 pub struct LiveInputs {
     /// The shard's XDP ring, in XDP mode.
@@ -494,6 +503,11 @@ pub fn run_live(worker: &mut Worker, mut inputs: LiveInputs, stop: &AtomicBool) 
         std::thread::sleep(inputs.stall);
     }
     let mut batch = RecvBatch::new(32);
+    let timeout = if inputs.ring.is_some() {
+        RING_POLL_MS
+    } else {
+        IDLE_POLL_MS
+    };
     let mut fds: Vec<libc::pollfd> = inputs
         .ring
         .iter()
@@ -524,7 +538,7 @@ pub fn run_live(worker: &mut Worker, mut inputs: LiveInputs, stop: &AtomicBool) 
         }
         if moved == 0 {
             // SAFETY: fds is a valid array of pollfd we own.
-            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
+            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         }
     }
     worker.finish();

@@ -19,6 +19,10 @@ use flowguard_ebpf::{
 /// The eBPF object, embedded at build time.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowguard"));
 
+/// The program wakes a worker once 1/`WAKEUP_FRACTION` of its ring is queued; below that the
+/// worker's poll timeout ([`crate::worker::RING_POLL_MS`]) bounds the latency.
+const WAKEUP_FRACTION: u32 = 16;
+
 /// Smallest ring size the kernel accepts: one page.
 const MIN_RING_BYTES: u32 = 4096;
 
@@ -148,6 +152,11 @@ impl Kernel {
                 source,
             })?;
         cfg.set(config::NUM_SHARDS, shards, 0)
+            .map_err(|source| XdpError::Map {
+                name: CONFIG_MAP,
+                source,
+            })?;
+        cfg.set(config::WAKEUP_BYTES, ring_bytes / WAKEUP_FRACTION, 0)
             .map_err(|source| XdpError::Map {
                 name: CONFIG_MAP,
                 source,
