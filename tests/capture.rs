@@ -583,3 +583,69 @@ fn xdp_socket_and_pcap_paths_deliver_the_same_packets() -> Result<()> {
     assert!(pcap_log.iter().all(|l| l.source == "pcap"));
     Ok(())
 }
+
+#[test]
+fn generic_xdp_works_and_a_failed_native_attach_says_what_to_try() -> Result<()> {
+    require_root();
+    let lab = Lab::new()?;
+    let dir = TempDir::new("skb");
+    // `lo` has no native XDP: the error must name the fallback.
+    let out = lab
+        .in_collector(flowguard_e2e::flowguard_bin())
+        .args([
+            "run",
+            "--iface",
+            "lo",
+            "--xdp-mode",
+            "native",
+            "--workers",
+            "1",
+            "--port",
+            "2055",
+        ])
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "native XDP on lo must fail");
+    assert!(
+        err.contains("--xdp-mode skb") && err.starts_with("flowguard: "),
+        "{err}"
+    );
+    // Generic mode on the veth steers like native mode.
+    let stats_path = dir.join("stats.json");
+    let mut collector = Collector::start(
+        &lab,
+        &[
+            "--iface",
+            &lab.collector_if,
+            "--xdp-mode",
+            "skb",
+            "--workers",
+            "1",
+            "--port",
+            "2055",
+            "--stats-json",
+            stats_path.to_str().unwrap(),
+            "--stats-interval",
+            "0",
+        ],
+        dir.join("log"),
+        2055,
+    )?;
+    let v4 = lab.exporter_socket(false)?;
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        send(
+            &v4,
+            (COLLECTOR_V4, 2055).into(),
+            &export_payload(200, i, false, i),
+            &mut sent,
+        )?;
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let status = collector.stop(SIGTERM)?;
+    assert!(status.success(), "{}", collector.log_text());
+    let s = stats(&stats_path);
+    assert_eq!(xdp_counter(&s, "steered"), 20, "{s}");
+    assert_eq!(s["workers"][0]["from_xdp"].as_u64(), Some(20));
+    Ok(())
+}
