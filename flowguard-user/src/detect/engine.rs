@@ -49,6 +49,9 @@ pub fn route(config: &DetectConfig, record: &FlowRecord, num_shards: usize) -> [
 /// The shard of a host: a stable hash of its address.
 #[must_use]
 pub fn host_shard(addr: IpAddr, num_shards: usize) -> usize {
+    if num_shards <= 1 {
+        return 0;
+    }
     let words = flowguard_ebpf::exporter_words(&crate::capture::exporter_bytes(addr));
     let n = u32::try_from(num_shards).unwrap_or(u32::MAX);
     flowguard_ebpf::shard_of(flowguard_ebpf::shard_hash(words, 0x5eed), n) as usize
