@@ -89,6 +89,9 @@ fn truth(
         bytes: 0,
         true_packets: 0,
         true_bytes: 0,
+        sent_units: 0,
+        observed_units: 0,
+        observable: false,
     }
 }
 
@@ -192,7 +195,7 @@ fn scan(rng: &mut Rng, s: &ScanSpec, t0: u64, label: Label, sink: &mut Sink) -> 
         }
     };
     let answered = alive.iter().filter(|&&a| a).count();
-    truth(
+    let mut t = truth(
         &s.id,
         Category::PortScan,
         kind,
@@ -210,7 +213,9 @@ fn scan(rng: &mut Rng, s: &ScanSpec, t0: u64, label: Label, sink: &mut Sink) -> 
             "open_ports": s.open_ports,
             "source_port": sport,
         }),
-    )
+    );
+    t.sent_units = targets.len() as u64;
+    t
 }
 
 fn beacon(
@@ -241,8 +246,12 @@ fn beacon(
         .map(|(_, &t)| t)
         .collect();
     let proto = b.protocol.number();
+    // Ephemeral ports handed out in sequence, as Windows and Linux (per destination) do,
+    // so every beat is a distinct connection.
+    let mut port = rng.range(49_152, 65_535);
     for &at in &kept {
-        let mut c = Conv::new(b.src, b.dst, eport(rng), b.port, proto);
+        port = 49_152 + (port - 49_152 + rng.range(1, 3)) % 16_384;
+        let mut c = Conv::new(b.src, b.dst, port as u16, b.port, proto);
         c.start_ms = at;
         c.dur_ms = if proto == TCP {
             rng.range(40, 300)
@@ -259,7 +268,7 @@ fn beacon(
         sink.conv(label, &c);
     }
     let last = kept.last().copied().unwrap_or(t0);
-    truth(
+    let mut t = truth(
         &b.id,
         Category::Beaconing,
         "beacon",
@@ -277,7 +286,9 @@ fn beacon(
             "beats_scheduled": n,
             "beats_sent": kept.len(),
         }),
-    )
+    );
+    t.sent_units = kept.len() as u64;
+    t
 }
 
 fn exfil(
@@ -298,7 +309,7 @@ fn exfil(
     sink.conv(label, &c);
     let slow = e.duration_s >= 2 * 3600;
     let stop = (t0 + c.dur_ms).min(end);
-    truth(
+    let mut t = truth(
         &e.id,
         Category::Exfiltration,
         if slow {
@@ -317,7 +328,9 @@ fn exfil(
             "source_port": c.cport,
             "complete_in_scenario": t0 + c.dur_ms <= end,
         }),
-    )
+    );
+    t.sent_units = 1;
+    t
 }
 
 fn flood(
@@ -367,9 +380,10 @@ fn flood(
     let proto = f.protocol.number();
     let mut sent = 0u64;
     for &src in &sources {
-        for _ in 0..f.flows_per_source.max(1) {
+        let base = eport(rng);
+        for j in 0..f.flows_per_source.max(1) {
             let sport = if f.src_port == 0 {
-                eport(rng)
+                base.wrapping_add(j as u16).max(1024)
             } else {
                 f.src_port
             };
@@ -390,7 +404,7 @@ fn flood(
     let single = (sources.len() == 1).then(|| sources[0]);
     let actual_pps = sent as f64 / dur_s;
     let stop = (t0 + ms(dur_s)).min(end);
-    truth(
+    let mut t = truth(
         &f.id,
         Category::Volumetric,
         "flood",
@@ -413,7 +427,9 @@ fn flood(
             "ratio_bps": if base_bps > 0.0 { actual_pps * bytes_per_pkt * 8.0 / base_bps } else { f64::INFINITY },
             "baseline_first_record_ms": earliest,
         }),
-    )
+    );
+    t.sent_units = flows as u64;
+    t
 }
 
 #[cfg(test)]

@@ -105,22 +105,25 @@ pub fn workstation(n: u32) -> IpAddr {
     v4(10, 0, 1 + (n / 240) as u8, 10 + (n % 240) as u8)
 }
 
-/// The IPv6 address of a dual-stack workstation: fd00:0:0:1::(third octet, host octet).
+/// The IPv6 address of a dual-stack workstation, spelled like its IPv4 address:
+/// 10.0.1.35 is fd00:0:0:1::35.
 #[must_use]
 pub fn workstation_v6(v4addr: IpAddr) -> IpAddr {
     let IpAddr::V4(a) = v4addr else {
         return v4addr;
     };
     let o = a.octets();
+    // The decimal digits read as hex: 35 → 0x35.
+    let hexed = |b: u8| u16::from_str_radix(&b.to_string(), 16).unwrap_or(u16::from(b));
     IpAddr::V6(Ipv6Addr::new(
         0xfd00,
         0,
         0,
-        u16::from(o[2]),
+        hexed(o[2]),
         0,
         0,
         0,
-        u16::from(o[3]),
+        hexed(o[3]),
     ))
 }
 

@@ -325,6 +325,19 @@ pub struct AttackTruth {
     pub true_packets: u64,
     /// Bytes really sent (before sampling).
     pub true_bytes: u64,
+    /// Units of evidence sent: probes (scan), beats (beacon), connections (exfiltration),
+    /// flows (flood).
+    pub sent_units: u64,
+    /// Of those, how many appear in the export (after sampling): distinct probed
+    /// (destination, port) pairs seen from the scanner, distinct beacon connections,
+    /// distinct exfiltration connections, distinct flood flows.
+    pub observed_units: u64,
+    /// Whether sampling left enough to detect at all: at least 5 probes of a scan, 4
+    /// beats of a beacon (RITA's minimum), one record of an exfiltration or a flood.
+    /// Unsampled, every attack is observable. At 1:100, 1-packet probes and beats mostly
+    /// vanish: slow scans and long-interval beacons are then not observable, and a
+    /// detection-quality test can only ask for the observable ones.
+    pub observable: bool,
 }
 
 /// One kind of benign background.
@@ -355,7 +368,8 @@ pub fn generate(config: &ScenarioConfig) -> Scenario {
     let cfg = config.clone();
     let ipv6 = cfg.format != ScenarioFormat::V5;
     let mut sink = flow::Sink::new(cfg.seed, cfg.exporters == 2, ipv6, cfg.end_ms());
-    let (reserved, reserved_nets) = attacks::reserved(&cfg);
+    let (mut reserved, reserved_nets) = attacks::reserved(&cfg);
+    reserved.insert(cfg.background.backup.server);
     let mut plan_rng = rng::Rng::fork(cfg.seed, "plan");
     let plan = background::Plan::new(&mut plan_rng, &reserved, &reserved_nets);
     background::generate(&cfg, &plan, &mut sink);
@@ -393,6 +407,7 @@ pub fn generate(config: &ScenarioConfig) -> Scenario {
             }
         }
     }
+    observe(&mut attacks, &records, &labels);
     let allowed = [BenignKind::Backup, BenignKind::CdnSync];
     let benign = BenignKind::ALL
         .iter()
@@ -441,6 +456,42 @@ pub fn generate(config: &ScenarioConfig) -> Scenario {
         labels,
         batches,
         truth,
+    }
+}
+
+/// Fills in `observed_units` and `observable` from the exported records.
+fn observe(attacks: &mut [AttackTruth], records: &[FlowRecord], labels: &[Label]) {
+    let mut units: Vec<std::collections::BTreeSet<(IpAddr, u16, u16)>> =
+        vec![std::collections::BTreeSet::new(); attacks.len()];
+    for (r, l) in records.iter().zip(labels) {
+        let Label::Attack(i) = *l else { continue };
+        let a = &attacks[i];
+        let key = match a.category {
+            // A probe is known by its target; answers count for the probe they answer.
+            Category::PortScan if Some(r.src_addr) == a.src => Some((r.dst_addr, r.dst_port, 0)),
+            Category::PortScan => Some((r.src_addr, r.src_port, 0)),
+            // A beacon connection or exfiltration connection by its client port.
+            Category::Beaconing | Category::Exfiltration => {
+                if Some(r.src_addr) == a.src {
+                    Some((r.dst_addr, r.src_port, 0))
+                } else {
+                    Some((r.src_addr, r.dst_port, 0))
+                }
+            }
+            Category::Volumetric => Some((r.src_addr, r.src_port, r.dst_port)),
+        };
+        if let Some(k) = key {
+            units[i].insert(k);
+        }
+    }
+    for (a, u) in attacks.iter_mut().zip(units) {
+        a.observed_units = u.len() as u64;
+        let min = match a.category {
+            Category::PortScan => 5,
+            Category::Beaconing => 4,
+            Category::Exfiltration | Category::Volumetric => 1,
+        };
+        a.observable = a.observed_units >= min.min(a.sent_units.max(1));
     }
 }
 

@@ -141,6 +141,12 @@ fn ground_truth_lists_every_attack_with_its_records() {
     assert_eq!(want, got);
     for t in &s.truth.attacks {
         assert!(t.records > 0, "{}", t.id);
+        assert!(
+            t.observable,
+            "{}: unsampled, everything is observable",
+            t.id
+        );
+        assert_eq!(t.observed_units, t.sent_units, "{}", t.id);
         assert!(t.start_ms >= s.truth.start_ms && t.end_ms <= s.truth.end_ms + 60_000);
         assert!(t.src.is_some() || t.dst.is_some());
     }
@@ -285,6 +291,18 @@ fn attacks_are_unambiguous_and_the_background_is_allowed_where_it_must_be() {
 }
 
 #[test]
+fn dual_stack_workstations_read_like_their_ipv4_address() {
+    assert_eq!(
+        background::workstation_v6("10.0.1.35".parse().unwrap()),
+        "fd00:0:0:1::35".parse::<IpAddr>().unwrap()
+    );
+    assert_eq!(
+        background::workstation(25),
+        "10.0.1.35".parse::<IpAddr>().unwrap()
+    );
+}
+
+#[test]
 fn config_files_override_parts_and_flags_override_files() {
     let c: ScenarioConfig = serde_json::from_str("{}").unwrap();
     assert_eq!(c, ScenarioConfig::default());
@@ -375,6 +393,12 @@ fn timing() {
                 s.records.len(),
                 size as f64 / 1e6
             );
+            for a in &s.truth.attacks {
+                println!(
+                    "  {:22} {:20} records {:6} observed {:5}/{:5} observable {}",
+                    a.id, a.kind, a.records, a.observed_units, a.sent_units, a.observable
+                );
+            }
         }
     }
 }
