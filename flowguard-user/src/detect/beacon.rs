@@ -18,7 +18,10 @@
 //!   1 − coefficient of variation (or bimodal: nearly all bins at one of two levels);
 //! - **duration coverage**: series span over the data seen (up to the horizon).
 //!
-//! score = 0.35·timestamps + 0.20·size + 0.20·histogram + 0.25·coverage, multiplied by
+//! score = 0.35·timestamps + 0.20·size + 0.20·histogram + 0.25·coverage (on sampled
+//! exports, where thinning turns a periodic series into a constant-rate random one, equal
+//! weights, and the histogram also accepts Poisson-like bins: index of dispersion ≈ 1),
+//! multiplied by
 //! the prevalence damping ([`common::prevalence_damping`]: 1 for one internal host, 0.3 at
 //! `prevalence_hosts`) and by 0.92 on sampled exports; reported at `threshold`.
 //!
@@ -171,7 +174,11 @@ impl BeaconDetector {
         }
         match r.protocol {
             6 | 17 => {
-                let skip = if r.protocol == 6 { &c.beacon.skip_tcp_ports } else { &c.beacon.skip_udp_ports };
+                let skip = if r.protocol == 6 {
+                    &c.beacon.skip_tcp_ports
+                } else {
+                    &c.beacon.skip_udp_ports
+                };
                 !(r.src_port < 1024 && r.dst_port >= 1024) && !skip.contains(&r.dst_port)
             }
             _ => true,
@@ -180,7 +187,14 @@ impl BeaconDetector {
 
     /// Scores sorted events; `None` when there are too few intervals.
     #[expect(clippy::cast_precision_loss, reason = "statistics on counts and times")]
-    fn score_events(&mut self, events: &[Event], base_ms: u64, decimation: u32, sampled: bool, dst: IpAddr) -> Option<Scored> {
+    fn score_events(
+        &mut self,
+        events: &[Event],
+        base_ms: u64,
+        decimation: u32,
+        sampled: bool,
+        dst: IpAddr,
+    ) -> Option<Scored> {
         let min = self.config.beacon.min_connections.max(3);
         let [iv, sizes, tmp] = &mut self.scratch;
         iv.clear();
@@ -206,7 +220,9 @@ impl BeaconDetector {
         let ts = ((ts_skew + ts_dispersion) / 2.0).max(period_fit);
         let size_med = stats::median_sorted(sizes);
         let size_mad = stats::mad(sizes, size_med, tmp);
-        let size = ((1.0 - stats::bowley_skew(sizes).abs()) + (1.0 - (size_mad / size_med.max(1.0)) / 0.8).clamp(0.0, 1.0)) / 2.0;
+        let size = ((1.0 - stats::bowley_skew(sizes).abs())
+            + (1.0 - (size_mad / size_med.max(1.0)) / 0.8).clamp(0.0, 1.0))
+            / 2.0;
         // Histogram over the series span.
         let first = f64::from(events[0].t);
         let last = f64::from(events[events.len() - 1].t);
@@ -214,7 +230,11 @@ impl BeaconDetector {
         let bins = (events.len() / 2).clamp(3, 24);
         let mut counts = [0f64; 24];
         for e in events {
-            #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "bin index")]
+            #[expect(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "bin index"
+            )]
             let b = (((f64::from(e.t) - first) / span * bins as f64) as usize).min(bins - 1);
             counts[b] += 1.0;
         }
@@ -229,12 +249,26 @@ impl BeaconDetector {
             // level, when the levels differ.
             let (lo, hi) = (c[0], c[bins - 1]);
             let near = |x: f64, l: f64| (x - l).abs() <= (0.1 * l).max(1.0);
-            let share = c.iter().filter(|&&x| near(x, lo) || near(x, hi)).count() as f64 / bins as f64;
-            if hi > lo * 1.5 && share >= 0.9 { share } else { 0.0 }
+            let share =
+                c.iter().filter(|&&x| near(x, lo) || near(x, hi)).count() as f64 / bins as f64;
+            if hi > lo * 1.5 && share >= 0.9 {
+                share
+            } else {
+                0.0
+            }
         } else {
             0.0
         };
-        let hist = (1.0 - cv).max(bimodal).clamp(0.0, 1.0);
+        // On sampled exports a periodic series is thinned into a constant-rate random
+        // one: its bin counts are then Poisson-like (index of dispersion ≈ 1), while
+        // bursty or diurnal traffic is over-dispersed. Score that instead of the CV.
+        let dispersion_index = var / mean.max(1e-9);
+        let poisson_flat = if sampled {
+            (1.0 - (dispersion_index - 1.0).max(0.0) / 3.0).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let hist = (1.0 - cv).max(bimodal).max(poisson_flat).clamp(0.0, 1.0);
         let first_ms = base_ms + u64::from(events[0].t);
         let last_ms = base_ms + u64::from(events[events.len() - 1].t);
         let data_span = self
@@ -244,7 +278,14 @@ impl BeaconDetector {
             .min(self.config.beacon.horizon_ms)
             .max(1);
         let coverage = ((last_ms - first_ms) as f64 / data_span as f64).clamp(0.0, 1.0);
-        let raw = 0.35 * ts + 0.20 * size + 0.20 * hist + 0.25 * coverage;
+        // Sampling destroys interval regularity (the observed beats are a random subset,
+        // and jitter accumulates between them), so on sampled exports timing weighs less
+        // and the rate, size and coverage regularity more.
+        let raw = if sampled {
+            0.25 * ts + 0.25 * size + 0.25 * hist + 0.25 * coverage
+        } else {
+            0.35 * ts + 0.20 * size + 0.20 * hist + 0.25 * coverage
+        };
         let hosts = self.prevalence.hosts(dst);
         let damp = common::prevalence_damping(hosts, self.config.prevalence_hosts);
         let score = raw * damp * if sampled { SAMPLED_CONFIDENCE } else { 1.0 };
@@ -268,11 +309,21 @@ impl BeaconDetector {
     }
 
     #[expect(clippy::cast_precision_loss, reason = "evidence numbers")]
-    fn build(&self, src: IpAddr, dst: IpAddr, ports: Vec<u16>, s: &Scored, sampled: bool) -> Finding {
+    fn build(
+        &self,
+        src: IpAddr,
+        dst: IpAddr,
+        ports: Vec<u16>,
+        s: &Scored,
+        sampled: bool,
+    ) -> Finding {
         let hosts = self.prevalence.hosts(dst);
         let mut ev = BTreeMap::new();
         ev.insert("connections".into(), num(s.connections));
-        ev.insert("interval_median_s".into(), num(s.interval_median_ms / 1000.0));
+        ev.insert(
+            "interval_median_s".into(),
+            num(s.interval_median_ms / 1000.0),
+        );
         ev.insert("interval_mad_s".into(), num(s.interval_mad_ms / 1000.0));
         ev.insert("interval_skew_score".into(), num(s.ts_skew));
         ev.insert("interval_dispersion_score".into(), num(s.ts_dispersion));
@@ -286,14 +337,27 @@ impl BeaconDetector {
         ev.insert("dst_internal_hosts".into(), num(hosts));
         ev.insert(
             "prevalence_damping".into(),
-            num(common::prevalence_damping(hosts, self.config.prevalence_hosts)),
+            num(common::prevalence_damping(
+                hosts,
+                self.config.prevalence_hosts,
+            )),
         );
         let at_least = if sampled { "at least " } else { "" };
-        let period = if s.period_fit >= 0.5 { s.period_ms } else { s.interval_median_ms };
+        let period = if s.period_fit >= 0.5 {
+            s.period_ms
+        } else {
+            s.interval_median_ms
+        };
         let port_text = match ports.as_slice() {
             [p] => format!(" port {p}"),
             [] => String::new(),
-            many => format!(" ports {}", many.iter().map(u16::to_string).collect::<Vec<_>>().join(",")),
+            many => format!(
+                " ports {}",
+                many.iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
         };
         let summary = format!(
             "{src} connected to {dst}{port_text} {at_least}{:.0} times over {} at a regular interval of about {} (timing score {:.2}, size score {:.2}, coverage {:.0}%){}.",
@@ -303,13 +367,21 @@ impl BeaconDetector {
             s.ts,
             s.size,
             s.coverage * 100.0,
-            if hosts > 1.0 { format!("; {hosts:.0} internal hosts use this destination") } else { String::new() },
+            if hosts > 1.0 {
+                format!("; {hosts:.0} internal hosts use this destination")
+            } else {
+                String::new()
+            },
         );
         common::finding(
             Category::Beaconing,
             "periodic",
             s.score,
-            Entities { src: Some(src), dst: Some(dst), ports },
+            Entities {
+                src: Some(src),
+                dst: Some(dst),
+                ports,
+            },
             s.first_ms,
             s.last_ms,
             ev,
@@ -352,21 +424,30 @@ impl BeaconDetector {
             }
             let mut any_reported = false;
             for key in &keys[pair_start..pair_end] {
-                let Some(s) = self.series.get_mut(key) else { continue };
+                let Some(s) = self.series.get_mut(key) else {
+                    continue;
+                };
                 let events = std::mem::take(&mut s.events);
-                let (base, dec, sampled, reported) = (s.base_ms, s.decimation, s.sampled, s.reported);
+                let (base, dec, sampled, reported) =
+                    (s.base_ms, s.decimation, s.sampled, s.reported);
                 let scored = self.score_events(&events, base, dec, sampled, dst);
                 let s = self.series.get_mut(key).expect("present");
                 s.events = events;
                 any_reported |= reported > 0.0;
                 if let Some(sc) = scored {
-                    if sc.score >= threshold && (reported == 0.0 || sc.score >= f64::from(reported) + 0.1) {
+                    if sc.score >= threshold
+                        && (reported == 0.0 || sc.score >= f64::from(reported) + 0.1)
+                    {
                         #[expect(clippy::cast_possible_truncation, reason = "f32 state")]
                         {
                             s.reported = sc.score as f32;
                         }
                         any_reported = true;
-                        let ports = if key.port == 0 { Vec::new() } else { vec![key.port] };
+                        let ports = if key.port == 0 {
+                            Vec::new()
+                        } else {
+                            vec![key.port]
+                        };
                         out.push(self.build(src, dst, ports, &sc, sampled));
                     }
                 }
@@ -388,18 +469,31 @@ impl BeaconDetector {
             if let Some(s) = self.series.get(key) {
                 sampled |= s.sampled;
                 decimation = decimation.max(s.decimation.max(1));
-                merged.extend(s.events.iter().map(|e| (s.base_ms + u64::from(e.t), e.bytes)));
+                merged.extend(
+                    s.events
+                        .iter()
+                        .map(|e| (s.base_ms + u64::from(e.t), e.bytes)),
+                );
             }
         }
         merged.sort_unstable();
-        let Some(&(base, _)) = merged.first() else { return };
+        let Some(&(base, _)) = merged.first() else {
+            return;
+        };
         let events: Vec<Event> = merged
             .iter()
-            .map(|&(t, bytes)| Event { t: u32::try_from(t - base).unwrap_or(u32::MAX), bytes })
+            .map(|&(t, bytes)| Event {
+                t: u32::try_from(t - base).unwrap_or(u32::MAX),
+                bytes,
+            })
             .collect();
-        let Some(sc) = self.score_events(&events, base, decimation, sampled, dst) else { return };
+        let Some(sc) = self.score_events(&events, base, decimation, sampled, dst) else {
+            return;
+        };
         let reported = self.pair_reported.get(&(src, dst)).copied().unwrap_or(0.0);
-        if sc.score >= self.config.beacon.threshold && (reported == 0.0 || sc.score >= f64::from(reported) + 0.1) {
+        if sc.score >= self.config.beacon.threshold
+            && (reported == 0.0 || sc.score >= f64::from(reported) + 0.1)
+        {
             #[expect(clippy::cast_possible_truncation, reason = "f32 state")]
             let score = sc.score as f32;
             *self.pair_reported.get_or_insert_with((src, dst), || 0.0) = score;
@@ -470,17 +564,30 @@ impl Detector for BeaconDetector {
         {
             return;
         }
-        let start = if record.start_ms == 0 { end } else { record.start_ms.min(end) };
-        self.prevalence.observe(record.dst_addr, record.src_addr, start);
+        let start = if record.start_ms == 0 {
+            end
+        } else {
+            record.start_ms.min(end)
+        };
+        self.prevalence
+            .observe(record.dst_addr, record.src_addr, start);
         self.data_first_ms = self.data_first_ms.min(start);
         let key = SeriesKey {
             src: record.src_addr,
             dst: record.dst_addr,
-            port: if matches!(record.protocol, 6 | 17 | 132) { record.dst_port } else { 0 },
+            port: if matches!(record.protocol, 6 | 17 | 132) {
+                record.dst_port
+            } else {
+                0
+            },
             protocol: record.protocol,
         };
         let max_events = self.config.beacon.max_timestamps.max(16);
-        let s = self.series.get_or_insert_with(key, || Series { base_ms: start, decimation: 1, ..Series::default() });
+        let s = self.series.get_or_insert_with(key, || Series {
+            base_ms: start,
+            decimation: 1,
+            ..Series::default()
+        });
         s.dirty = true;
         s.sampled |= record.sampling_interval > 1;
         s.last_ms = s.last_ms.max(end);
@@ -504,7 +611,12 @@ impl Detector for BeaconDetector {
         }
         let Ok(t) = u32::try_from(start - s.base_ms) else {
             // More than 49 days after the base: restart the series.
-            *s = Series { base_ms: start, decimation: 1, dirty: true, ..Series::default() };
+            *s = Series {
+                base_ms: start,
+                decimation: 1,
+                dirty: true,
+                ..Series::default()
+            };
             return;
         };
         if s.events.len() >= max_events {
@@ -534,7 +646,12 @@ impl Detector for BeaconDetector {
 
     fn finish(&mut self, out: &mut Vec<Finding>) {
         if self.data_first_ms != u64::MAX {
-            let last = self.series.iter().map(|(_, s)| s.last_ms).max().unwrap_or(0);
+            let last = self
+                .series
+                .iter()
+                .map(|(_, s)| s.last_ms)
+                .max()
+                .unwrap_or(0);
             self.watermark_ms = self.watermark_ms.max(last);
             self.evaluate(out);
         }
@@ -543,7 +660,11 @@ impl Detector for BeaconDetector {
 
     fn state_bytes(&self) -> usize {
         self.series.shallow_bytes()
-            + self.series.iter().map(|(_, s)| s.events.capacity() * size_of::<Event>()).sum::<usize>()
+            + self
+                .series
+                .iter()
+                .map(|(_, s)| s.events.capacity() * size_of::<Event>())
+                .sum::<usize>()
             + self.pair_reported.shallow_bytes()
             + self.prevalence.state_bytes()
     }

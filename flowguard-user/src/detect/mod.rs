@@ -163,7 +163,12 @@ pub mod lru;
 pub mod scan;
 pub mod sketch;
 pub mod stats;
+pub mod volume;
 
 pub use beacon::BeaconDetector;
 pub use exfil::ExfilDetector;
 pub use scan::ScanDetector;
+pub use volume::VolumeDetector;
+
+#[cfg(test)]
+mod tests;

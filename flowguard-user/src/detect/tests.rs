@@ -1,0 +1,904 @@
+//! Synthetic-stream tests of the four detectors: every attack shape is found with the
+//! right entities, the benign shapes give nothing, sampled 1:100 versions still find the
+//! attacks (flagged as lower bounds), replays are deterministic, and state stays bounded.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::{
+    BeaconDetector, Category, DetectConfig, Detector, ExfilDetector, Finding, ScanDetector,
+    VolumeDetector, config::AllowRule,
+};
+use crate::decode::FlowRecord;
+
+/// 2023-11-14 00:00 UTC.
+const DAY0: u64 = 1_699_920_000_000;
+const MIN: u64 = 60_000;
+const HOUR: u64 = 3_600_000;
+const SYN: u8 = 0x02;
+const EST: u8 = 0x1b; // SYN|ACK|PSH|FIN
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    #[expect(clippy::cast_precision_loss, reason = "test randomness")]
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo).max(1)
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+}
+
+#[expect(clippy::too_many_arguments, reason = "a test record builder")]
+fn rec(
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+    proto: u8,
+    flags: u8,
+    bytes: u64,
+    packets: u64,
+    start: u64,
+    end: u64,
+) -> FlowRecord {
+    let mut r = FlowRecord {
+        src_addr: src,
+        dst_addr: dst,
+        src_port: sport,
+        dst_port: dport,
+        protocol: proto,
+        tcp_flags: flags,
+        start_ms: start,
+        end_ms: end.max(start),
+        ..FlowRecord::default()
+    };
+    r.set_counts(bytes, packets, 1);
+    r
+}
+
+/// Packet sampling 1:`n`: each packet is kept with probability 1/n (binomial thinning);
+/// records with no packet kept vanish; counts are scaled back by `n`.
+fn sample(records: &[FlowRecord], n: u32, rng: &mut Rng) -> Vec<FlowRecord> {
+    let p = 1.0 / f64::from(n);
+    records
+        .iter()
+        .filter_map(|r| {
+            let kept = if r.packets > 2000 {
+                // Normal approximation for big flows.
+                #[expect(
+                    clippy::cast_precision_loss,
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    reason = "test"
+                )]
+                let k = {
+                    let mean = r.packets as f64 * p;
+                    let sd = (mean * (1.0 - p)).sqrt();
+                    let z = (rng.unit() + rng.unit() + rng.unit() - 1.5) * 2.0;
+                    (mean + z * sd).round().max(0.0) as u64
+                };
+                k
+            } else {
+                (0..r.packets).filter(|_| rng.unit() < p).count() as u64
+            };
+            (kept > 0).then(|| {
+                let mut s = *r;
+                let raw_bytes = r.bytes * kept / r.packets.max(1);
+                s.set_counts(raw_bytes, kept, n);
+                s
+            })
+        })
+        .collect()
+}
+
+/// Feeds records in end-time order, advancing the watermark every 5 s of event time.
+fn run(det: &mut dyn Detector, records: &[FlowRecord]) -> Vec<Finding> {
+    let mut recs = records.to_vec();
+    recs.sort_by_key(|r| (r.end_ms, r.start_ms));
+    let mut out = Vec::new();
+    let mut next = 0;
+    for r in &recs {
+        if r.end_ms >= next {
+            det.advance(r.end_ms, &mut out);
+            next = r.end_ms - r.end_ms % 5000 + 5000;
+        }
+        det.observe(r);
+    }
+    det.finish(&mut out);
+    out
+}
+
+fn of(findings: &[Finding], category: Category) -> Vec<&Finding> {
+    findings.iter().filter(|f| f.category == category).collect()
+}
+
+/// What the report keeps: one finding per key, the highest score.
+fn by_key(findings: &[Finding]) -> Vec<Finding> {
+    let mut best: std::collections::BTreeMap<String, Finding> = std::collections::BTreeMap::new();
+    for f in findings {
+        let e = best.entry(f.key()).or_insert_with(|| f.clone());
+        if f.score > e.score {
+            *e = f.clone();
+        }
+    }
+    best.into_values().collect()
+}
+
+fn check_finding(f: &Finding) {
+    assert!((0.0..=1.0).contains(&f.score), "{f:?}");
+    assert_eq!(f.severity, super::Severity::from_score(f.score));
+    assert_eq!(f.mitre, f.category.mitre());
+    assert!(f.last_seen_ms >= f.first_seen_ms);
+    assert!(
+        !f.summary.is_empty() && f.summary.ends_with('.'),
+        "{}",
+        f.summary
+    );
+    if f.sampled_lower_bound {
+        assert!(f.summary.contains("at least"), "{}", f.summary);
+    }
+}
+
+// ---------- background ----------
+
+/// Diurnal web browsing: `hosts` internal clients, established TCP to a pool of popular
+/// servers and a few rare ones, more by day than by night, plus DNS.
+fn browsing(hosts: u8, hours: u64, rng: &mut Rng) -> Vec<FlowRecord> {
+    let mut v = Vec::new();
+    for h in 0..hours {
+        let hour_of_day = h % 24;
+        let rate = if (8..18).contains(&hour_of_day) {
+            30
+        } else {
+            4
+        };
+        for host in 0..hosts {
+            let client = v4(10, 0, 1, host + 1);
+            for _ in 0..rate {
+                let t = DAY0 + h * HOUR + rng.range(0, HOUR);
+                let server = if rng.unit() < 0.9 {
+                    v4(93, 184, 216, u8::try_from(rng.range(1, 40)).unwrap())
+                } else {
+                    v4(
+                        151,
+                        101,
+                        u8::try_from(rng.range(1, 250)).unwrap(),
+                        u8::try_from(rng.range(1, 250)).unwrap(),
+                    )
+                };
+                let sport = u16::try_from(rng.range(32_768, 60_999)).unwrap();
+                let down = rng.range(5_000, 3_000_000);
+                let pk = down / 1400 + 3;
+                let dur = rng.range(200, 20_000);
+                v.push(rec(
+                    client,
+                    server,
+                    sport,
+                    443,
+                    6,
+                    EST,
+                    pk * 60,
+                    pk,
+                    t,
+                    t + dur,
+                ));
+                v.push(rec(
+                    server,
+                    client,
+                    443,
+                    sport,
+                    6,
+                    EST,
+                    down,
+                    pk,
+                    t,
+                    t + dur,
+                ));
+                v.push(rec(client, v4(10, 0, 0, 53), sport, 53, 17, 0, 70, 1, t, t));
+            }
+        }
+    }
+    v
+}
+
+// ---------- scans ----------
+
+#[test]
+fn horizontal_scan_from_outside_is_found_with_trw_early() {
+    let mut rng = Rng(1);
+    let scanner = ip("203.0.113.66");
+    let mut recs = browsing(10, 2, &mut rng);
+    for i in 0..200u64 {
+        let t = DAY0 + HOUR + i * 100;
+        let dst = v4(
+            10,
+            2,
+            u8::try_from(i / 250).unwrap(),
+            u8::try_from(i % 250 + 1).unwrap(),
+        );
+        recs.push(rec(scanner, dst, 40_000, 22, 6, SYN, 60, 1, t, t));
+    }
+    let findings = run(&mut ScanDetector::new(&DetectConfig::default()), &recs);
+    findings.iter().for_each(check_finding);
+    let scans = of(&findings, Category::PortScan);
+    assert!(
+        scans.iter().all(|f| f.entities.src == Some(scanner)),
+        "{scans:#?}"
+    );
+    let h = scans
+        .iter()
+        .find(|f| f.kind == "horizontal")
+        .expect("horizontal");
+    assert_eq!(h.entities.ports, vec![22]);
+    assert!(!h.sampled_lower_bound);
+    let trw = scans.iter().find(|f| f.kind == "trw").expect("trw");
+    assert!(trw.first_seen_ms <= DAY0 + HOUR + 500);
+}
+
+#[test]
+fn vertical_scan_is_found_with_the_target() {
+    let (scanner, target) = (ip("10.0.0.7"), ip("10.0.0.9"));
+    let recs: Vec<FlowRecord> = (1..=1000u16)
+        .map(|p| {
+            let t = DAY0 + u64::from(p) * 20;
+            rec(scanner, target, 55_555, p, 6, SYN, 44, 1, t, t)
+        })
+        .collect();
+    let findings = run(&mut ScanDetector::new(&DetectConfig::default()), &recs);
+    let v = findings
+        .iter()
+        .find(|f| f.kind == "vertical")
+        .expect("vertical");
+    assert_eq!(
+        (v.entities.src, v.entities.dst),
+        (Some(scanner), Some(target))
+    );
+    assert!(v.entities.ports.len() >= 15);
+}
+
+#[test]
+fn slow_scan_one_probe_per_30s_is_found_in_the_slow_window() {
+    let scanner = ip("198.51.100.99");
+    let recs: Vec<FlowRecord> = (0..120u64)
+        .map(|i| {
+            let t = DAY0 + i * 30_000;
+            rec(
+                scanner,
+                v4(10, 3, 0, u8::try_from(i + 1).unwrap()),
+                41_000,
+                445,
+                6,
+                SYN,
+                60,
+                1,
+                t,
+                t,
+            )
+        })
+        .collect();
+    let findings = run(&mut ScanDetector::new(&DetectConfig::default()), &recs);
+    let h = findings
+        .iter()
+        .find(|f| f.kind == "horizontal")
+        .expect("slow horizontal");
+    assert_eq!(h.entities.src, Some(scanner));
+    assert_eq!(h.evidence["window_ms"], serde_json::json!(3_600_000));
+}
+
+#[test]
+fn udp_scan_via_icmp_unreachable_and_trw_after_five_failures() {
+    let scanner = ip("10.0.0.66");
+    let mut recs = Vec::new();
+    for i in 0..5u8 {
+        let t = DAY0 + u64::from(i) * 1000;
+        let target = v4(10, 9, 0, i + 1);
+        let mut icmp = rec(target, scanner, 0, 0, 1, 0, 56, 1, t, t);
+        icmp.icmp_type_code = 3 << 8 | 3;
+        recs.push(icmp);
+    }
+    let findings = run(&mut ScanDetector::new(&DetectConfig::default()), &recs);
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    assert_eq!(
+        (findings[0].kind.as_str(), findings[0].entities.src),
+        ("trw", Some(scanner))
+    );
+}
+
+#[test]
+fn benign_browsing_and_dns_give_no_scan() {
+    let mut rng = Rng(2);
+    let recs = browsing(30, 26, &mut rng);
+    let findings = run(&mut ScanDetector::new(&DetectConfig::default()), &recs);
+    assert!(findings.is_empty(), "{findings:#?}");
+}
+
+#[test]
+fn sampled_scan_is_found_as_a_lower_bound() {
+    let mut rng = Rng(3);
+    let scanner = ip("203.0.113.7");
+    let mut recs = browsing(10, 2, &mut rng);
+    for i in 0..5000u64 {
+        let t = DAY0 + HOUR + i * 20;
+        let dst = v4(
+            10,
+            4,
+            u8::try_from(i / 250).unwrap(),
+            u8::try_from(i % 250 + 1).unwrap(),
+        );
+        recs.push(rec(scanner, dst, 40_001, 3389, 6, SYN, 60, 1, t, t));
+    }
+    let recs = sample(&recs, 100, &mut rng);
+    let findings = run(&mut ScanDetector::new(&DetectConfig::default()), &recs);
+    findings.iter().for_each(check_finding);
+    let scans = of(&findings, Category::PortScan);
+    assert!(!scans.is_empty());
+    assert!(
+        scans
+            .iter()
+            .all(|f| f.entities.src == Some(scanner) && f.sampled_lower_bound),
+        "{scans:#?}"
+    );
+    assert!(scans.iter().any(|f| f.kind == "horizontal"), "{scans:#?}");
+}
+
+// ---------- exfiltration ----------
+
+/// A transfer of `total` bytes out over [start, start + dur), exported in records cut
+/// every `active_ms`, with small inbound ACK records.
+fn upload(
+    host: IpAddr,
+    peer: IpAddr,
+    port: u16,
+    total: u64,
+    start: u64,
+    dur: u64,
+    active_ms: u64,
+) -> Vec<FlowRecord> {
+    let n = dur.div_ceil(active_ms);
+    let mut v = Vec::new();
+    for i in 0..n {
+        let s = start + i * active_ms;
+        let e = (s + active_ms).min(start + dur) - 1;
+        let b = total / n;
+        let flags = if i == 0 { EST } else { 0x18 };
+        v.push(rec(host, peer, 50_123, port, 6, flags, b, b / 1400, s, e));
+        v.push(rec(
+            peer,
+            host,
+            port,
+            50_123,
+            6,
+            flags,
+            b / 1400 * 52 / 2,
+            b / 2800,
+            s,
+            e,
+        ));
+    }
+    v
+}
+
+#[test]
+fn bulk_exfiltration_split_across_active_timeout_records_is_found() {
+    let mut rng = Rng(4);
+    let (host, peer) = (ip("10.0.1.5"), ip("198.51.100.7"));
+    let mut recs = browsing(10, 8, &mut rng);
+    recs.extend(upload(
+        host,
+        peer,
+        443,
+        520_000_000,
+        DAY0 + 5 * HOUR + 10 * MIN,
+        40 * MIN,
+        MIN,
+    ));
+    let findings = run(&mut ExfilDetector::new(&DetectConfig::default()), &recs);
+    findings.iter().for_each(check_finding);
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    let f = &findings[0];
+    assert_eq!((f.entities.src, f.entities.dst), (Some(host), Some(peer)));
+    assert_eq!(f.kind, "bulk");
+    assert!(f.evidence["out_bytes"].as_f64().unwrap() >= 5e8);
+    assert!(f.evidence["longest_connection_ms"].as_f64().unwrap() >= 39.0 * 60_000.0);
+}
+
+#[test]
+fn slow_exfiltration_over_hours_is_found() {
+    let mut rng = Rng(5);
+    let (host, peer) = (ip("10.0.1.6"), ip("203.0.113.200"));
+    let mut recs = browsing(10, 12, &mut rng);
+    recs.extend(upload(
+        host,
+        peer,
+        8443,
+        600_000_000,
+        DAY0 + 2 * HOUR,
+        8 * HOUR,
+        MIN,
+    ));
+    let findings = run(&mut ExfilDetector::new(&DetectConfig::default()), &recs);
+    findings.iter().for_each(check_finding);
+    assert!(!findings.is_empty());
+    assert!(
+        findings
+            .iter()
+            .all(|f| f.entities.src == Some(host) && f.entities.dst == Some(peer)),
+        "{findings:#?}"
+    );
+    assert!(findings.iter().any(|f| f.kind == "slow"), "{findings:#?}");
+}
+
+#[test]
+fn allow_listed_nightly_backup_and_browsing_give_no_exfiltration() {
+    let mut rng = Rng(6);
+    let (host, vault) = (ip("10.0.1.20"), ip("203.0.113.50"));
+    let mut recs = browsing(20, 30, &mut rng);
+    for night in 0..2 {
+        recs.extend(upload(
+            host,
+            vault,
+            22,
+            3_000_000_000,
+            DAY0 + night * 24 * HOUR + HOUR,
+            2 * HOUR,
+            MIN,
+        ));
+    }
+    let mut config = DetectConfig::default();
+    config.allow.push(AllowRule {
+        comment: "nightly backup".into(),
+        src: Some("10.0.1.20/32".parse().unwrap()),
+        dst: Some("203.0.113.50/32".parse().unwrap()),
+        dst_port: Some(22),
+        daily_window_utc_minutes: Some([0, 240]),
+        ..AllowRule::default()
+    });
+    let findings = run(&mut ExfilDetector::new(&config), &recs);
+    assert!(findings.is_empty(), "{findings:#?}");
+    // The same backup at noon is not covered by the window.
+    recs.extend(upload(
+        host,
+        vault,
+        22,
+        3_000_000_000,
+        DAY0 + 12 * HOUR,
+        2 * HOUR,
+        MIN,
+    ));
+    let findings = run(&mut ExfilDetector::new(&config), &recs);
+    assert_eq!(
+        of(&findings, Category::Exfiltration).len(),
+        1,
+        "{findings:#?}"
+    );
+}
+
+#[test]
+fn sampled_exfiltration_is_found_as_a_lower_bound() {
+    let mut rng = Rng(7);
+    let (host, peer) = (ip("10.0.1.8"), ip("198.51.100.70"));
+    let mut recs = browsing(10, 6, &mut rng);
+    recs.extend(upload(
+        host,
+        peer,
+        443,
+        700_000_000,
+        DAY0 + 3 * HOUR,
+        30 * MIN,
+        MIN,
+    ));
+    let recs = sample(&recs, 100, &mut rng);
+    let findings = run(&mut ExfilDetector::new(&DetectConfig::default()), &recs);
+    findings.iter().for_each(check_finding);
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    assert_eq!(findings[0].entities.dst, Some(peer));
+    assert!(findings[0].sampled_lower_bound);
+}
+
+// ---------- beaconing ----------
+
+/// A beacon: period `period_ms`, uniform jitter ±`jitter` (fraction), `missing` share
+/// of beats dropped, 1–3 packets per connection, over [start, start + dur).
+fn beacon(
+    src: IpAddr,
+    dst: IpAddr,
+    port: u16,
+    period_ms: u64,
+    jitter: f64,
+    missing: f64,
+    start: u64,
+    dur: u64,
+    rng: &mut Rng,
+) -> Vec<FlowRecord> {
+    let mut v = Vec::new();
+    let mut t = start;
+    while t < start + dur {
+        #[expect(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "test"
+        )]
+        let step = (period_ms as f64 * (1.0 + jitter * (2.0 * rng.unit() - 1.0))) as u64;
+        t += step.max(1);
+        if rng.unit() < missing {
+            continue;
+        }
+        let pk = rng.range(1, 4);
+        let sport = u16::try_from(rng.range(32_768, 60_999)).unwrap();
+        v.push(rec(src, dst, sport, port, 6, 0x1a, pk * 120, pk, t, t + 40));
+    }
+    v
+}
+
+fn beacon_findings(records: &[FlowRecord]) -> Vec<Finding> {
+    let findings = run(&mut BeaconDetector::new(&DetectConfig::default()), records);
+    findings.iter().for_each(check_finding);
+    findings
+}
+
+#[test]
+fn beacons_from_10s_to_1h_with_jitter_and_missing_beats_are_found() {
+    for (i, (period, hours)) in [(10_000, 6), (60_000, 6), (300_000, 6), (3_600_000, 12)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut rng = Rng(10 + i as u64);
+        let (src, dst) = (
+            v4(10, 0, 2, 10 + u8::try_from(i).unwrap()),
+            v4(192, 0, 2, 10 + u8::try_from(i).unwrap()),
+        );
+        let mut recs = browsing(8, hours, &mut rng);
+        recs.extend(beacon(
+            src,
+            dst,
+            443,
+            period,
+            0.5,
+            0.2,
+            DAY0,
+            hours * HOUR,
+            &mut rng,
+        ));
+        let findings = beacon_findings(&recs);
+        assert!(!findings.is_empty(), "period {period}: nothing found");
+        assert!(
+            findings
+                .iter()
+                .all(|f| f.entities.src == Some(src) && f.entities.dst == Some(dst)),
+            "period {period}: {findings:#?}"
+        );
+    }
+}
+
+#[test]
+fn ntp_saas_keepalives_and_browsing_give_no_beacon() {
+    let mut rng = Rng(20);
+    let mut recs = browsing(20, 8, &mut rng);
+    let ntp = ip("162.159.200.1");
+    let saas = ip("52.1.2.3");
+    for h in 0..40u8 {
+        let host = v4(10, 0, 3, h + 1);
+        let offset = rng.range(0, 60_000);
+        for i in 0..(8 * 3600 / 64) {
+            let t = DAY0 + offset + i * 64_000;
+            recs.push(rec(host, ntp, 123, 123, 17, 0, 76, 1, t, t));
+        }
+        let offset = rng.range(0, 30_000);
+        for i in 0..(8 * 3600 / 30) {
+            let t = DAY0 + offset + i * 30_000;
+            recs.push(rec(
+                host,
+                saas,
+                40_000 + u16::from(h),
+                443,
+                6,
+                0x18,
+                120,
+                2,
+                t,
+                t + 5,
+            ));
+        }
+    }
+    let findings = beacon_findings(&recs);
+    assert!(findings.is_empty(), "{findings:#?}");
+}
+
+#[test]
+fn sampled_beacon_is_found_as_a_lower_bound() {
+    let mut rng = Rng(21);
+    let (src, dst) = (ip("10.0.2.50"), ip("192.0.2.99"));
+    let mut recs = browsing(8, 6, &mut rng);
+    recs.extend(beacon(
+        src,
+        dst,
+        8080,
+        10_000,
+        0.1,
+        0.2,
+        DAY0,
+        6 * HOUR,
+        &mut rng,
+    ));
+    let recs = sample(&recs, 100, &mut rng);
+    let findings = beacon_findings(&recs);
+    assert!(!findings.is_empty());
+    assert!(
+        findings.iter().all(|f| f.entities.src == Some(src)
+            && f.entities.dst == Some(dst)
+            && f.sampled_lower_bound),
+        "{findings:#?}"
+    );
+}
+
+// ---------- volumetric ----------
+
+/// Steady UDP service traffic to `victim` (about 100 packets/s from 20 clients).
+fn service(victim: IpAddr, from: u64, to: u64, rng: &mut Rng) -> Vec<FlowRecord> {
+    let mut v = Vec::new();
+    let mut t = from;
+    while t < to {
+        for c in 0..20u8 {
+            let pk = rng.range(3, 8);
+            v.push(rec(
+                v4(10, 0, 5, c + 1),
+                victim,
+                40_000,
+                53,
+                17,
+                0,
+                pk * 90,
+                pk,
+                t,
+                t + 900,
+            ));
+        }
+        t += 1000;
+    }
+    v
+}
+
+fn flood(victim: IpAddr, sources: u32, pps: u64, from: u64, dur: u64) -> Vec<FlowRecord> {
+    let mut v = Vec::new();
+    let per_sec_per_source = pps / u64::from(sources);
+    for s in 0..sources {
+        let src = IpAddr::V4(Ipv4Addr::from(0xcb00_7100 + s));
+        let mut t = from;
+        while t < from + dur {
+            let pk = per_sec_per_source.max(1) * 10;
+            v.push(rec(
+                src,
+                victim,
+                123,
+                40_000,
+                17,
+                0,
+                pk * 468,
+                pk,
+                t,
+                t + 9_999,
+            ));
+            t += 10_000;
+        }
+    }
+    v
+}
+
+#[test]
+fn flood_at_five_times_baseline_for_ten_seconds_is_found() {
+    let mut rng = Rng(30);
+    let victim = ip("10.0.6.1");
+    let mut recs = service(victim, DAY0, DAY0 + HOUR, &mut rng);
+    recs.extend(browsing(10, 1, &mut rng));
+    recs.extend(flood(victim, 500, 20_000, DAY0 + 40 * MIN, 20_000));
+    let findings = by_key(&run(
+        &mut VolumeDetector::new(&DetectConfig::default()),
+        &recs,
+    ));
+    findings.iter().for_each(check_finding);
+    let vol = of(&findings, Category::Volumetric);
+    assert_eq!(vol.len(), 1, "{vol:#?}");
+    assert_eq!(
+        (vol[0].kind.as_str(), vol[0].entities.dst),
+        ("victim", Some(victim))
+    );
+    assert!(vol[0].evidence["peak_ratio"].as_f64().unwrap() >= 5.0);
+}
+
+#[test]
+fn single_source_flood_names_the_source() {
+    let mut rng = Rng(31);
+    let victim = ip("10.0.6.2");
+    let mut recs = service(victim, DAY0, DAY0 + HOUR, &mut rng);
+    recs.extend(flood(victim, 1, 30_000, DAY0 + 30 * MIN, 60_000));
+    let findings = by_key(&run(
+        &mut VolumeDetector::new(&DetectConfig::default()),
+        &recs,
+    ));
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    assert_eq!(findings[0].entities.dst, Some(victim));
+    assert_eq!(
+        findings[0].entities.src,
+        Some(ip("203.0.113.0")),
+        "{findings:#?}"
+    );
+}
+
+#[test]
+fn downloads_backups_and_browsing_give_no_flood() {
+    let mut rng = Rng(32);
+    let victim = ip("10.0.6.3");
+    let mut recs = service(victim, DAY0, DAY0 + 6 * HOUR, &mut rng);
+    recs.extend(browsing(30, 6, &mut rng));
+    // A 2 GB download in one minute and a CDN sync: established TCP data.
+    recs.extend(upload(
+        ip("151.101.1.1"),
+        ip("10.0.1.30"),
+        443,
+        2_000_000_000,
+        DAY0 + 2 * HOUR,
+        MIN,
+        10_000,
+    ));
+    recs.extend(upload(
+        ip("10.0.1.31"),
+        ip("23.1.1.1"),
+        443,
+        5_000_000_000,
+        DAY0 + 3 * HOUR,
+        10 * MIN,
+        MIN,
+    ));
+    let findings = run(&mut VolumeDetector::new(&DetectConfig::default()), &recs);
+    assert!(findings.is_empty(), "{findings:#?}");
+}
+
+#[test]
+fn sampled_flood_is_found_as_a_lower_bound() {
+    let mut rng = Rng(33);
+    let victim = ip("10.0.6.4");
+    let mut recs = service(victim, DAY0, DAY0 + HOUR, &mut rng);
+    recs.extend(flood(victim, 300, 30_000, DAY0 + 40 * MIN, 30_000));
+    let recs = sample(&recs, 100, &mut rng);
+    let findings = by_key(&run(
+        &mut VolumeDetector::new(&DetectConfig::default()),
+        &recs,
+    ));
+    findings.iter().for_each(check_finding);
+    let vol = of(&findings, Category::Volumetric);
+    assert_eq!(vol.len(), 1, "{vol:#?}");
+    assert_eq!(vol[0].entities.dst, Some(victim));
+    assert!(vol[0].sampled_lower_bound);
+}
+
+// ---------- all together ----------
+
+fn mixed(seed: u64) -> Vec<FlowRecord> {
+    let mut rng = Rng(seed);
+    let mut recs = browsing(15, 7, &mut rng);
+    for i in 0..300u64 {
+        let t = DAY0 + HOUR + i * 200;
+        recs.push(rec(
+            ip("203.0.113.66"),
+            v4(10, 2, 0, u8::try_from(i % 250 + 1).unwrap()),
+            40_000,
+            u16::try_from(22 + i / 250).unwrap(),
+            6,
+            SYN,
+            60,
+            1,
+            t,
+            t,
+        ));
+    }
+    recs.extend(upload(
+        ip("10.0.1.5"),
+        ip("198.51.100.7"),
+        443,
+        600_000_000,
+        DAY0 + 5 * HOUR,
+        30 * MIN,
+        MIN,
+    ));
+    recs.extend(beacon(
+        ip("10.0.2.10"),
+        ip("192.0.2.10"),
+        443,
+        60_000,
+        0.3,
+        0.2,
+        DAY0,
+        7 * HOUR,
+        &mut rng,
+    ));
+    recs.extend(service(ip("10.0.6.1"), DAY0, DAY0 + 2 * HOUR, &mut rng));
+    recs.extend(flood(ip("10.0.6.1"), 200, 20_000, DAY0 + 90 * MIN, 30_000));
+    recs
+}
+
+fn all_detectors(config: &DetectConfig) -> Vec<Box<dyn Detector>> {
+    vec![
+        Box::new(ScanDetector::new(config)),
+        Box::new(ExfilDetector::new(config)),
+        Box::new(BeaconDetector::new(config)),
+        Box::new(VolumeDetector::new(config)),
+    ]
+}
+
+#[test]
+fn every_detector_fires_once_on_a_mixed_stream_and_replays_are_identical() {
+    let recs = mixed(40);
+    let go = || {
+        let mut all = Vec::new();
+        for mut d in all_detectors(&DetectConfig::default()) {
+            all.extend(run(d.as_mut(), &recs));
+        }
+        all
+    };
+    let findings = go();
+    assert_eq!(
+        serde_json::to_string(&findings).unwrap(),
+        serde_json::to_string(&go()).unwrap()
+    );
+    for c in [
+        Category::PortScan,
+        Category::Exfiltration,
+        Category::Beaconing,
+        Category::Volumetric,
+    ] {
+        assert!(!of(&findings, c).is_empty(), "{c:?} missing: {findings:#?}");
+    }
+}
+
+// ---------- bounded state ----------
+
+#[test]
+fn millions_of_distinct_keys_stay_within_the_cap() {
+    let mut config = DetectConfig::default();
+    config.max_keys_per_detector = 20_000;
+    let mut dets = all_detectors(&config);
+    let mut out = Vec::new();
+    let n: u32 = 2_500_000;
+    for i in 0..n {
+        let t = DAY0 + u64::from(i);
+        // A distinct internal host, external peer and scanner every record.
+        let internal = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+        let external = IpAddr::V4(Ipv4Addr::from(0x2000_0000 + i));
+        let r = rec(internal, external, 40_000, 80, 6, SYN, 60, 1, t, t);
+        let r2 = rec(external, internal, 443, 40_000, 17, 0, 300, 1, t, t);
+        for d in &mut dets {
+            d.observe(&r);
+            d.observe(&r2);
+        }
+        if i % 100_000 == 0 {
+            for d in &mut dets {
+                d.advance(t, &mut out);
+            }
+        }
+    }
+    for d in &dets {
+        let bytes = d.state_bytes();
+        assert!(bytes < 64 << 20, "{}: {bytes} bytes", d.name());
+        assert!(
+            d.evictions() >= u64::from(n) - 100_000,
+            "{}: {} evictions",
+            d.name(),
+            d.evictions()
+        );
+    }
+}

@@ -1,0 +1,726 @@
+//! Volumetric anomaly detection (MITRE ATT&CK T1498 / T1499).
+//!
+//! Three families of series: per destination (the victim), per source, and the shard's
+//! total. Each record adds its bytes (as bits), packets and one flow to its series in
+//! half-bucket slots (`bucket_ms / 2`, 5 s), spread evenly over the slots its
+//! [start, end] covers (up to [`RING`] slots back, so a record cut by a 60 s active
+//! timeout does not land as one spike). A slot closes when the watermark passes it by
+//! the allowed lateness (or when newer records push it out of the ring); each close
+//! evaluates the latest `bucket_ms` (10 s) window, so a flood is judged on its 10 s
+//! average, stepping every 5 s.
+//!
+//! A window is anomalous on a metric (bits/s, packets/s, flows/s) when
+//! - it is at least `factor` (5) × the baseline, where the baseline is the larger of the
+//!   learned EWMA mean (or, for the total, the Holt-Winters forecast) and a floor
+//!   (`floor_bps`, `floor_pps`, `floor_flows_per_sec`: a quiet host is compared with the
+//!   floor, not with zero), and
+//! - once `warmup_buckets` buckets are learned, the robust z against the EWMA mean
+//!   absolute deviation (σ ≈ 1.2533·MAD) is at least `z_threshold` and, for the total with
+//!   a day of history, it is above the Holt-Winters band (forecast + 1.96·RMSE);
+//! - or, for a destination, it exceeds a static ceiling (`ceiling_*`, FastNetMon style).
+//!
+//! Baselines learn only from normal windows, so a flood does not teach itself. The total
+//! uses additive Holt-Winters with 24 hourly seasonal terms (no trend term), enabled
+//! after one day. Idle series catch up in closed form when traffic returns.
+//!
+//! Established TCP is left out (ACK set, and more than 200 bytes per packet, or PSH, or
+//! a flow of several packets lasting a second or more, such as the ACK stream of a
+//! download): bulk downloads and CDN syncs are large but are not floods, while SYN floods,
+//! ACK and RST floods (short tiny flows), UDP (amplification) and ICMP floods all count.
+//!
+//! An alert opens on the first anomalous window, is reported at once, updated when its
+//! score rises by 0.1, and closes after three normal windows. A source alert whose main
+//! victim has its own alert, and a total alert while any per-host alert is open, are
+//! not reported separately. Flows per second on sampled exports are lower bounds (a
+//! one-packet flow is seen with probability 1/N); bits and packets are scaled.
+//!
+//! Byte cost per series: ≈ 380 bytes (16-slot ring of three f32, baselines, slot and
+//! index); an open alert adds ≈ 400 bytes, the total's Holt-Winters state 600 bytes.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use super::{
+    Category, Detector, Entities, Finding,
+    common::{self, HostFilter, SAMPLED_CONFIDENCE, num},
+    config::{DetectConfig, VolumeConfig},
+    lru::BoundedMap,
+    sketch::{DistinctCounter, addr_hash},
+    stats::Ewma,
+};
+use crate::decode::FlowRecord;
+
+/// Open half-bucket slots per series (80 s at the default 10 s bucket).
+pub const RING: usize = 16;
+const METRICS: [&str; 3] = ["bps", "pps", "flows_per_sec"];
+const QUIET_WINDOWS_TO_CLOSE: u32 = 3;
+
+/// Which series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum VKey {
+    Victim(IpAddr),
+    Source(IpAddr),
+    Total,
+}
+
+#[derive(Debug)]
+struct Alert {
+    first_ms: u64,
+    last_ms: u64,
+    peak: [f64; 3],
+    baseline: [f64; 3],
+    peak_ratio: f64,
+    metric: usize,
+    windows: u32,
+    quiet: u32,
+    reported: f32,
+    needs_emit: bool,
+    ceiling: bool,
+    sampled: bool,
+    peers: DistinctCounter,
+    top_peer: Option<IpAddr>,
+    top_weight: f64,
+    /// Estimated share of the bytes that `top_peer` carries.
+    top_share: f64,
+    suppressed: bool,
+    /// Quiet long enough: emit a last update (if grown) and drop.
+    closing: bool,
+}
+
+#[derive(Debug, Default)]
+struct HoltWinters {
+    level: [f32; 3],
+    season: [[f32; 24]; 3],
+    sq_err: [f32; 3],
+    started_ms: u64,
+    steps: u64,
+}
+
+#[derive(Debug, Default)]
+struct Series {
+    ring: [[f32; 3]; RING],
+    head: u64,
+    started: bool,
+    has_data: bool,
+    prev: [f32; 3],
+    base: [Ewma; 3],
+    closed: u32,
+    last_closed: u64,
+    in_active: bool,
+    sampled: bool,
+    alert: Option<Box<Alert>>,
+    hw: Option<Box<HoltWinters>>,
+    /// Weighted Boyer–Moore majority candidate among the counterparties.
+    top_peer: Option<IpAddr>,
+    top_weight: f32,
+    /// All counterparty weight (bytes), decayed like `top_weight`.
+    total_weight: f32,
+}
+
+/// The volumetric detector; see the module docs.
+pub struct VolumeDetector {
+    config: DetectConfig,
+    series: BoundedMap<VKey, Series>,
+    total: Series,
+    active: Vec<VKey>,
+    pending: Vec<VKey>,
+    filter: Option<HostFilter>,
+    watermark_ms: u64,
+    late: u64,
+}
+
+impl VolumeDetector {
+    /// A detector with `config`'s thresholds and caps.
+    #[must_use]
+    pub fn new(config: &DetectConfig) -> Self {
+        Self {
+            config: config.clone(),
+            series: BoundedMap::new(config.max_keys_per_detector),
+            total: Series {
+                hw: Some(Box::default()),
+                ..Series::default()
+            },
+            active: Vec::new(),
+            pending: Vec::new(),
+            filter: None,
+            watermark_ms: 0,
+            late: 0,
+        }
+    }
+
+    /// Only hosts for which `filter` returns true get per-victim / per-source series
+    /// (the total always counts).
+    pub fn set_host_filter(&mut self, filter: HostFilter) {
+        self.filter = Some(filter);
+    }
+
+    /// Records ignored because they arrived later than the allowed lateness.
+    #[must_use]
+    pub fn late_records(&self) -> u64 {
+        self.late
+    }
+
+    fn slot_ms(&self) -> u64 {
+        (self.config.volume.bucket_ms / 2).max(1)
+    }
+
+    fn series_mut(&mut self, key: VKey) -> &mut Series {
+        match key {
+            VKey::Total => &mut self.total,
+            _ => self.series.get_or_insert_with(key, Series::default),
+        }
+    }
+
+    fn series_get_mut(&mut self, key: VKey) -> Option<&mut Series> {
+        match key {
+            VKey::Total => Some(&mut self.total),
+            _ => self.series.get_mut(&key),
+        }
+    }
+
+    fn series_get(&self, key: VKey) -> Option<&Series> {
+        match key {
+            VKey::Total => Some(&self.total),
+            _ => self.series.get(&key),
+        }
+    }
+
+    /// Adds a record's share to `key`'s open slots.
+    #[expect(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        reason = "rates in f32"
+    )]
+    fn add(
+        &mut self,
+        key: VKey,
+        peer: Option<IpAddr>,
+        r: &FlowRecord,
+        first_slot: u64,
+        last_slot: u64,
+    ) {
+        let slot_ms = self.slot_ms();
+        let cfg = self.config.volume.clone();
+        let mut closed_out = Vec::new();
+        let s = self.series_mut(key);
+        if !s.started {
+            s.started = true;
+            s.head = last_slot
+                .saturating_sub(RING as u64 - 1)
+                .max(first_slot.min(last_slot));
+            s.last_closed = s.head.saturating_sub(1);
+        }
+        // Newer than the ring: close the oldest slots.
+        if last_slot >= s.head + RING as u64 {
+            let new_head = last_slot + 1 - RING as u64;
+            close_until(s, key, new_head, slot_ms, &cfg, &mut closed_out);
+        }
+        let from = first_slot.max(s.head);
+        let to = last_slot.max(from);
+        let n = (to - from + 1) as f32;
+        let add = [r.bytes as f32 * 8.0 / n, r.packets as f32 / n, 1.0 / n];
+        for slot in from..=to {
+            let cell = &mut s.ring[(slot % RING as u64) as usize];
+            for m in 0..3 {
+                cell[m] += add[m];
+            }
+        }
+        s.has_data = true;
+        s.sampled |= r.sampling_interval > 1;
+        if let Some(peer) = peer {
+            let w = r.bytes as f32 + 1.0;
+            s.total_weight += w;
+            if s.top_peer == Some(peer) {
+                s.top_weight += w;
+            } else if s.top_weight >= w {
+                s.top_weight -= w;
+            } else {
+                s.top_peer = Some(peer);
+                s.top_weight = w - s.top_weight;
+            }
+            if let Some(a) = s.alert.as_mut() {
+                a.peers.insert_hash(addr_hash(peer));
+                a.sampled |= r.sampling_interval > 1;
+            }
+        }
+        let newly_active = !s.in_active;
+        s.in_active = true;
+        if newly_active {
+            self.active.push(key);
+        }
+        if !closed_out.is_empty() {
+            self.pending.push(key);
+        }
+    }
+
+    #[expect(clippy::cast_precision_loss, reason = "display")]
+    fn build(&self, key: VKey, s: &Series, a: &Alert, score: f64) -> Finding {
+        let secs = (self.config.volume.bucket_ms as f64 / 1000.0).max(1e-3);
+        let _ = secs;
+        let mut ev = BTreeMap::new();
+        for m in 0..3 {
+            ev.insert(format!("peak_{}", METRICS[m]), num(a.peak[m]));
+            ev.insert(format!("baseline_{}", METRICS[m]), num(a.baseline[m]));
+        }
+        ev.insert("peak_ratio".into(), num(a.peak_ratio));
+        ev.insert("metric".into(), METRICS[a.metric].into());
+        ev.insert("anomalous_windows".into(), num(f64::from(a.windows)));
+        ev.insert("window_ms".into(), num(self.config.volume.bucket_ms as f64));
+        ev.insert("factor".into(), num(self.config.volume.factor));
+        ev.insert("static_ceiling".into(), a.ceiling.into());
+        ev.insert("distinct_peers".into(), num(a.peers.count().round()));
+        ev.insert("top_peer_share".into(), num(a.top_share));
+        ev.insert(
+            "baseline_warm".into(),
+            (f64::from(s.closed) >= 2.0 * self.config.volume.warmup_buckets as f64).into(),
+        );
+        let sampled = a.sampled || s.sampled;
+        let at_least = if sampled { "at least " } else { "" };
+        let rate = match a.metric {
+            0 => format!("{:.1} Mbit/s", a.peak[0] / 1e6),
+            1 => format!("{:.0} packets/s", a.peak[1]),
+            _ => format!("{at_least}{:.0} flows/s", a.peak[2]),
+        };
+        let against = if a.ceiling {
+            "above its static ceiling".to_owned()
+        } else {
+            format!("{:.0}× the baseline", a.peak_ratio)
+        };
+        let duration = common::fmt_ms((a.last_ms - a.first_ms).max(self.config.volume.bucket_ms));
+        let peers = a.peers.count().round();
+        let (kind, entities, summary) = match key {
+            VKey::Victim(v) => (
+                "victim",
+                Entities {
+                    src: a.top_peer.filter(|_| peers <= 1.0 || a.top_share >= 0.6),
+                    dst: Some(v),
+                    ports: Vec::new(),
+                },
+                format!(
+                    "{v} received {rate} from {at_least}{peers:.0} sources for {duration}, {against}, a volumetric flood."
+                ),
+            ),
+            VKey::Source(src) => (
+                "source",
+                Entities {
+                    src: Some(src),
+                    dst: a.top_peer,
+                    ports: Vec::new(),
+                },
+                format!(
+                    "{src} sent {rate} to {at_least}{peers:.0} destinations for {duration}, {against}, a volumetric flood."
+                ),
+            ),
+            VKey::Total => (
+                "total",
+                Entities::default(),
+                format!(
+                    "Total traffic reached {at_least}{rate} for {duration}, {against}, a volumetric flood spread over many hosts."
+                ),
+            ),
+        };
+        common::finding(
+            Category::Volumetric,
+            kind,
+            score,
+            entities,
+            a.first_ms,
+            a.last_ms,
+            ev,
+            sampled,
+            summary,
+        )
+    }
+
+    fn score(&self, a: &Alert, sampled: bool) -> f64 {
+        let factor = self.config.volume.factor.max(1.0);
+        let mut s = 0.5
+            + 0.45 * (1.0 - factor / a.peak_ratio.max(factor))
+            + 0.05 * (f64::from(a.windows) / 12.0).min(1.0);
+        if a.ceiling {
+            s = s.max(0.7);
+        }
+        if sampled { s * SAMPLED_CONFIDENCE } else { s }
+    }
+
+    /// Emits new and escalated alerts, victims before sources before the total. A
+    /// source alert waits for a second anomalous window and is suppressed when its main
+    /// victim has an alert; the total likewise when any host alert is open.
+    fn emit(&mut self, out: &mut Vec<Finding>) {
+        let mut keys = std::mem::take(&mut self.pending);
+        keys.sort_unstable();
+        keys.dedup();
+        for &key in &keys {
+            let Some(s) = self.series_get(key) else {
+                continue;
+            };
+            let Some(a) = s.alert.as_deref() else {
+                continue;
+            };
+            if !a.needs_emit {
+                continue;
+            }
+            let victim_open = |v: IpAddr| {
+                self.series
+                    .get(&VKey::Victim(v))
+                    .is_some_and(|vs| vs.alert.is_some())
+            };
+            let (wait, suppress) = match key {
+                VKey::Victim(_) => (false, false),
+                VKey::Source(_) => (a.windows < 2, a.top_peer.is_some_and(victim_open)),
+                VKey::Total => (
+                    a.windows < 2,
+                    self.series.iter().any(|(k, s)| {
+                        s.alert.as_ref().is_some_and(|a| {
+                            !a.suppressed && (matches!(k, VKey::Victim(_)) || a.reported > 0.0)
+                        })
+                    }),
+                ),
+            };
+            let score = self.score(a, a.sampled || s.sampled);
+            let suppressed = a.suppressed || (a.reported == 0.0 && !wait && suppress);
+            let escalated = if a.closing {
+                score > f64::from(a.reported) + 0.005
+            } else {
+                f64::from(a.reported) == 0.0 || score >= f64::from(a.reported) + 0.1
+            };
+            let finding = (!suppressed && !wait && escalated).then(|| self.build(key, s, a, score));
+            if let Some(s) = self.series_get_mut(key)
+                && let Some(a) = s.alert.as_mut()
+            {
+                a.needs_emit = false;
+                a.suppressed = suppressed;
+                if let Some(f) = finding {
+                    #[expect(clippy::cast_possible_truncation, reason = "f32 state")]
+                    {
+                        a.reported = score as f32;
+                    }
+                    out.push(f);
+                }
+                if a.closing {
+                    s.alert = None;
+                }
+            }
+        }
+        keys.clear();
+        self.pending = keys;
+    }
+
+    fn close_active(&mut self, until_slot: u64) {
+        let slot_ms = self.slot_ms();
+        let cfg = self.config.volume.clone();
+        let active = std::mem::take(&mut self.active);
+        let mut keep = Vec::with_capacity(active.len());
+        for key in active {
+            let mut closed_out = Vec::new();
+            let Some(s) = self.series_get_mut(key) else {
+                continue;
+            };
+            if s.head < until_slot {
+                close_until(s, key, until_slot, slot_ms, &cfg, &mut closed_out);
+            }
+            if s.has_data || s.alert.is_some() {
+                keep.push(key);
+            } else {
+                s.in_active = false;
+            }
+            if !closed_out.is_empty() {
+                self.pending.push(key);
+            }
+        }
+        self.active = keep;
+    }
+}
+
+/// Closes `s`'s slots before `new_head`, evaluating each; pushes `()` to `events` when an
+/// alert needs emitting.
+#[expect(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    reason = "rates"
+)]
+fn close_until(
+    s: &mut Series,
+    key: VKey,
+    new_head: u64,
+    slot_ms: u64,
+    cfg: &VolumeConfig,
+    events: &mut Vec<()>,
+) {
+    let window_s = (2 * slot_ms) as f64 / 1000.0;
+    let alpha = 2.0 / (2.0 * cfg.warmup_buckets.max(1) as f64 + 1.0);
+    let floors = [cfg.floor_bps, cfg.floor_pps, cfg.floor_flows_per_sec];
+    let ceilings = [cfg.ceiling_bps, cfg.ceiling_pps, cfg.ceiling_flows_per_sec];
+    let warm = f64::from(s.closed) >= 2.0 * cfg.warmup_buckets as f64;
+    // Skip over a long idle stretch in closed form.
+    if s.head + RING as u64 <= new_head && !s.has_data {
+        let idle = new_head - s.head;
+        for m in 0..3 {
+            s.base[m].decay_zeros(idle, alpha);
+        }
+        if let Some(a) = s.alert.as_mut() {
+            a.quiet += u32::try_from(idle).unwrap_or(u32::MAX);
+            if a.quiet >= QUIET_WINDOWS_TO_CLOSE {
+                s.alert = None;
+            }
+        }
+        s.prev = [0.0; 3];
+        s.closed = s
+            .closed
+            .saturating_add(u32::try_from(idle).unwrap_or(u32::MAX));
+        s.last_closed = new_head - 1;
+        s.head = new_head;
+        return;
+    }
+    let _ = warm;
+    while s.head < new_head {
+        let idx = (s.head % RING as u64) as usize;
+        let cur = s.ring[idx];
+        s.ring[idx] = [0.0; 3];
+        // Forget old counterparties slowly (half-life ≈ 70 slots).
+        s.top_weight *= 0.99;
+        s.total_weight *= 0.99;
+        let slot = s.head;
+        s.head += 1;
+        let window = [
+            f64::from(cur[0] + s.prev[0]) / window_s,
+            f64::from(cur[1] + s.prev[1]) / window_s,
+            f64::from(cur[2] + s.prev[2]) / window_s,
+        ];
+        s.prev = cur;
+        s.last_closed = slot;
+        s.closed = s.closed.saturating_add(1);
+        let warm = f64::from(s.closed) >= 2.0 * cfg.warmup_buckets as f64;
+        let end_ms = (slot + 1) * slot_ms;
+        let hw_forecast =
+            s.hw.as_ref()
+                .and_then(|hw| hw_ready(hw, end_ms).then(|| hw_predict(hw, end_ms)));
+        let mut hit = None::<(usize, f64, bool)>;
+        let mut baseline = [0.0; 3];
+        for m in 0..3 {
+            let x = window[m];
+            let mut base = f64::from(s.base[m].mean);
+            let mut band_ok = true;
+            if let Some((f, rmse)) = hw_forecast.map(|(f, e)| (f[m], e[m])) {
+                base = base.max(f);
+                band_ok = x > f + 1.96 * rmse;
+            }
+            let base = base.max(floors[m]);
+            baseline[m] = base;
+            let ratio = x / base;
+            let z_ok = !warm || s.base[m].z(x, floors[m] * 0.1) >= cfg.z_threshold;
+            let anomalous = ratio >= cfg.factor && z_ok && band_ok;
+            let ceiling = matches!(key, VKey::Victim(_)) && ceilings[m] > 0.0 && x >= ceilings[m];
+            if (anomalous || ceiling) && hit.is_none_or(|(_, r, _)| ratio > r) {
+                hit = Some((m, ratio, ceiling && !anomalous));
+            }
+        }
+        if let Some((metric, ratio, ceiling)) = hit {
+            let a = s.alert.get_or_insert_with(|| {
+                Box::new(Alert {
+                    first_ms: end_ms.saturating_sub(2 * slot_ms),
+                    last_ms: end_ms,
+                    peak: [0.0; 3],
+                    baseline,
+                    peak_ratio: 0.0,
+                    metric,
+                    windows: 0,
+                    quiet: 0,
+                    reported: 0.0,
+                    needs_emit: false,
+                    ceiling: false,
+                    sampled: s.sampled,
+                    peers: DistinctCounter::default(),
+                    top_peer: s.top_peer,
+                    top_weight: 0.0,
+                    top_share: 0.0,
+                    suppressed: false,
+                    closing: false,
+                })
+            });
+            if a.windows == 0
+                && let Some(p) = a.top_peer
+            {
+                a.peers.insert_hash(addr_hash(p));
+            }
+            a.last_ms = end_ms;
+            a.quiet = 0;
+            a.windows += 1;
+            a.ceiling |= ceiling;
+            a.sampled |= s.sampled;
+            for m in 0..3 {
+                a.peak[m] = a.peak[m].max(window[m]);
+            }
+            if ratio > a.peak_ratio {
+                a.peak_ratio = ratio;
+                a.metric = metric;
+                a.baseline = baseline;
+            }
+            if s.top_peer.is_some() && f64::from(s.top_weight) >= a.top_weight {
+                a.top_peer = s.top_peer;
+                a.top_weight = f64::from(s.top_weight);
+                // Boyer–Moore: the candidate's lead over all others is top_weight, so its
+                // share is about (1 + lead/total)/2.
+                a.top_share =
+                    0.5 * (1.0 + f64::from(s.top_weight) / f64::from(s.total_weight).max(1.0));
+            }
+            a.needs_emit = true;
+            events.push(());
+        } else {
+            for m in 0..3 {
+                s.base[m].update(window[m], alpha);
+            }
+            if let Some(hw) = s.hw.as_mut() {
+                hw_update(hw, end_ms, window, alpha);
+            }
+            if let Some(a) = s.alert.as_mut() {
+                a.quiet += 1;
+                if a.quiet >= QUIET_WINDOWS_TO_CLOSE {
+                    if a.reported > 0.0 && !a.suppressed {
+                        // A last update with the whole episode's peak and duration.
+                        a.needs_emit = true;
+                        a.closing = true;
+                        events.push(());
+                    } else {
+                        s.alert = None;
+                    }
+                }
+            }
+        }
+    }
+    s.has_data = s.ring.iter().any(|c| c.iter().any(|&v| v != 0.0));
+}
+
+const DAY_MS: u64 = 86_400_000;
+
+fn hour_of(ms: u64) -> usize {
+    usize::try_from(ms / 3_600_000 % 24).unwrap_or(0)
+}
+
+fn hw_ready(hw: &HoltWinters, now_ms: u64) -> bool {
+    hw.steps > 0 && now_ms >= hw.started_ms + DAY_MS
+}
+
+fn hw_predict(hw: &HoltWinters, now_ms: u64) -> ([f64; 3], [f64; 3]) {
+    let h = hour_of(now_ms);
+    let mut f = [0.0; 3];
+    let mut e = [0.0; 3];
+    for m in 0..3 {
+        f[m] = (f64::from(hw.level[m]) + f64::from(hw.season[m][h])).max(0.0);
+        e[m] = f64::from(hw.sq_err[m]).sqrt();
+    }
+    (f, e)
+}
+
+/// Additive Holt-Winters without trend: level with `alpha`, hourly season with a slower
+/// gamma, squared one-step error tracked for the ±1.96·RMSE band.
+#[expect(clippy::cast_possible_truncation, reason = "f32 state")]
+fn hw_update(hw: &mut HoltWinters, now_ms: u64, x: [f64; 3], alpha: f64) {
+    if hw.steps == 0 {
+        hw.started_ms = now_ms;
+    }
+    let h = hour_of(now_ms);
+    let gamma = 0.05;
+    let seasonal = hw_ready(hw, now_ms);
+    let (forecast, _) = hw_predict(hw, now_ms);
+    for m in 0..3 {
+        let level = f64::from(hw.level[m]);
+        let season = f64::from(hw.season[m][h]);
+        if hw.steps > 0 {
+            let err = x[m] - if seasonal { forecast[m] } else { level };
+            hw.sq_err[m] =
+                (f64::from(hw.sq_err[m]) + alpha * (err * err - f64::from(hw.sq_err[m]))) as f32;
+        }
+        let new_level = if hw.steps == 0 {
+            x[m]
+        } else {
+            level + alpha * (x[m] - season - level)
+        };
+        hw.level[m] = new_level as f32;
+        hw.season[m][h] = (season + gamma * (x[m] - new_level - season)) as f32;
+    }
+    hw.steps += 1;
+}
+
+impl Detector for VolumeDetector {
+    fn name(&self) -> &'static str {
+        "volume"
+    }
+
+    fn observe(&mut self, record: &FlowRecord) {
+        let end = common::event_ms(record);
+        if end + self.config.allowed_lateness_ms < self.watermark_ms {
+            self.late += 1;
+            return;
+        }
+        // Established TCP: data (big packets or PSH) or a long-lived ACK stream (the
+        // reverse direction of a download). ACK floods are short tiny flows.
+        let established_data = record.protocol == 6
+            && record.tcp_flags & 0x10 != 0
+            && (record.raw_bytes > 200 * record.raw_packets.max(1)
+                || record.tcp_flags & 0x08 != 0
+                || (record.raw_packets >= 2
+                    && record.end_ms.saturating_sub(record.start_ms) >= 1000));
+        if established_data || self.config.allowed(record) {
+            return;
+        }
+        let slot_ms = self.slot_ms();
+        let last_slot = end / slot_ms;
+        let start = if record.start_ms == 0 {
+            end
+        } else {
+            record.start_ms.min(end)
+        };
+        let first_slot = (start / slot_ms).max(last_slot.saturating_sub(RING as u64 - 1));
+        let (src, dst) = (record.src_addr, record.dst_addr);
+        let take = |a: IpAddr| {
+            !common::is_group_or_unspecified(a) && self.filter.as_ref().is_none_or(|f| f(a))
+        };
+        let (take_dst, take_src) = (take(dst), take(src));
+        if take_dst {
+            self.add(VKey::Victim(dst), Some(src), record, first_slot, last_slot);
+        }
+        if take_src {
+            self.add(VKey::Source(src), Some(dst), record, first_slot, last_slot);
+        }
+        self.add(VKey::Total, None, record, first_slot, last_slot);
+    }
+
+    fn advance(&mut self, watermark_ms: u64, out: &mut Vec<Finding>) {
+        self.watermark_ms = self.watermark_ms.max(watermark_ms);
+        let until = self
+            .watermark_ms
+            .saturating_sub(self.config.allowed_lateness_ms)
+            / self.slot_ms();
+        self.close_active(until);
+        self.emit(out);
+    }
+
+    fn finish(&mut self, out: &mut Vec<Finding>) {
+        let last = self
+            .active
+            .iter()
+            .filter_map(|k| self.series_get(*k))
+            .map(|s| s.head + RING as u64)
+            .max()
+            .unwrap_or(0);
+        self.close_active(last + 1);
+        self.emit(out);
+    }
+
+    fn state_bytes(&self) -> usize {
+        let alert = size_of::<Alert>() + 2 * crate::detect::sketch::HyperLogLog::heap_bytes();
+        self.series.shallow_bytes()
+            + self
+                .series
+                .iter()
+                .filter(|(_, s)| s.alert.is_some())
+                .count()
+                * alert
+            + size_of::<HoltWinters>()
+            + (self.active.capacity() + self.pending.capacity()) * size_of::<VKey>()
+    }
+
+    fn evictions(&self) -> u64 {
+        self.series.evictions()
+    }
+}
