@@ -35,6 +35,9 @@ pub enum Command {
     Analyze(AnalyzeArgs),
     /// Send the export packets of a capture or scenario to a collector.
     Replay(crate::replay::ReplayArgs),
+    /// Write a labelled scenario: benign background plus injected attacks, as a pcap of
+    /// export packets with its ground truth.
+    Scenario(crate::scenario::ScenarioArgs),
 }
 
 /// Flags of `flowguard analyze`.

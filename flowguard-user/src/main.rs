@@ -21,6 +21,7 @@ fn main() -> ExitCode {
                 t.packets, t.bytes, t.records, t.seconds, t.retries
             );
         }),
+        Command::Scenario(args) => flowguard::scenario::run(&args),
         Command::Analyze(args) => {
             flowguard::analyze::analyze(&args, flowguard::detect::standard_detectors).map(drop)
         }
