@@ -513,11 +513,36 @@ fn control_plane(
                     if config.stats_interval > 0 {
                         eprintln!("{}", render_tick(started.elapsed(), kernel, shared, &mut last, inodes));
                     }
+                    if let Some(path) = &config.stats_json {
+                        write_live_stats(path, started.elapsed(), kernel, shared, inodes);
+                    }
                 }
             }
         }
         Ok::<(), anyhow::Error>(())
     })
+}
+
+/// While running, `--stats-json` holds the latest counters (rewritten every interval, by
+/// rename, so readers never see half a file); the final summary replaces it at exit.
+fn write_live_stats(
+    path: &std::path::Path,
+    elapsed: Duration,
+    kernel: &Kernel,
+    shared: &[Arc<SharedCounters>],
+    inodes: &[u64],
+) {
+    let live = serde_json::json!({
+        "live": true,
+        "elapsed_secs": elapsed.as_secs_f64(),
+        "workers": shared.iter().map(|s| counters_json(&s.load())).collect::<Vec<_>>(),
+        "xdp": kernel.counters().ok().map(|c| outcome_json(&c)),
+        "socket_kernel_drops": socket::kernel_drops(inodes),
+    });
+    let tmp = path.with_extension("tmp");
+    if std::fs::write(&tmp, live.to_string()).is_ok() {
+        let _ = std::fs::rename(&tmp, path);
+    }
 }
 
 fn render_tick(
