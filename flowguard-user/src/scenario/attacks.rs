@@ -64,6 +64,10 @@ pub fn reserved(cfg: &ScenarioConfig) -> (BTreeSet<IpAddr>, Vec<ipnet::IpNet>) {
     (set, nets)
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one ground-truth entry, field by field"
+)]
 fn truth(
     id: &str,
     category: Category,
@@ -353,12 +357,12 @@ fn flood(
         }
     }
     let span_s = ((t0 - from) as f64 / 1000.0).max(1.0);
-    let base_pps = pk as f64 / span_s;
-    let base_bps = by as f64 * 8.0 / span_s;
+    let baseline_pps = pk as f64 / span_s;
+    let baseline_bits = by as f64 * 8.0 / span_s;
     let bytes_per_pkt = f.packet_bytes.max(28) as f64;
-    let pps = (f.factor * base_pps)
+    let pps = (f.factor * baseline_pps)
         .max(f.min_pps)
-        .max(f.factor * base_bps / 8.0 / bytes_per_pkt);
+        .max(f.factor * baseline_bits / 8.0 / bytes_per_pkt);
     let dur_s = f.duration_s.max(1) as f64;
     let total_pkts = pps * dur_s;
     // Sources: distinct addresses from the networks.
@@ -419,12 +423,12 @@ fn flood(
             "src_port": f.src_port,
             "duration_s": f.duration_s,
             "baseline_window_s": span_s,
-            "baseline_pps": base_pps,
-            "baseline_bps": base_bps,
+            "baseline_pps": baseline_pps,
+            "baseline_bps": baseline_bits,
             "flood_pps": actual_pps,
             "flood_bps": actual_pps * bytes_per_pkt * 8.0,
-            "ratio_pps": if base_pps > 0.0 { actual_pps / base_pps } else { f64::INFINITY },
-            "ratio_bps": if base_bps > 0.0 { actual_pps * bytes_per_pkt * 8.0 / base_bps } else { f64::INFINITY },
+            "ratio_pps": if baseline_pps > 0.0 { actual_pps / baseline_pps } else { f64::INFINITY },
+            "ratio_bps": if baseline_bits > 0.0 { actual_pps * bytes_per_pkt * 8.0 / baseline_bits } else { f64::INFINITY },
             "baseline_first_record_ms": earliest,
         }),
     );

@@ -1,4 +1,4 @@
-//! The benign background: web browsing, DNS, NTP, SaaS keepalives, updates from a CDN,
+//! The benign background: web browsing, DNS, NTP, `SaaS` keepalives, updates from a CDN,
 //! a CDN origin sync, a public web server, intranet file shares, remote admin and the
 //! nightly backup.
 
@@ -29,9 +29,9 @@ pub enum BenignKind {
     Dns,
     /// NTP polls from every host.
     Ntp,
-    /// SaaS client polling every minute (new TLS connection each time).
+    /// `SaaS` client polling every minute (new TLS connection each time).
     SaasPoll,
-    /// SaaS push channel: persistent TCP with heartbeats.
+    /// `SaaS` push channel: persistent TCP with heartbeats.
     SaasPush,
     /// Update checks and downloads from a CDN.
     Updates,
@@ -78,9 +78,9 @@ pub const NTP_SERVERS: [IpAddr; 3] = [
     v4(198, 51, 100, 123),
     v4(192, 0, 2, 123),
 ];
-/// The polling SaaS service (a load-balanced pair).
+/// The polling `SaaS` service (a load-balanced pair).
 pub const SAAS_POLL: [IpAddr; 2] = [v4(198, 51, 100, 10), v4(198, 51, 100, 11)];
-/// The push-channel SaaS service.
+/// The push-channel `SaaS` service.
 pub const SAAS_PUSH: IpAddr = v4(203, 0, 113, 20);
 /// The update check service.
 pub const UPDATE_CHECK: [IpAddr; 2] = [v4(203, 0, 113, 30), v4(203, 0, 113, 31)];
@@ -106,7 +106,7 @@ pub fn workstation(n: u32) -> IpAddr {
 }
 
 /// The IPv6 address of a dual-stack workstation, spelled like its IPv4 address:
-/// 10.0.1.35 is fd00:0:0:1::35.
+/// 10.0.1.35 is `fd00:0:0:1::35`.
 #[must_use]
 pub fn workstation_v6(v4addr: IpAddr) -> IpAddr {
     let IpAddr::V4(a) = v4addr else {
@@ -142,8 +142,7 @@ fn eport(rng: &mut Rng) -> u16 {
 }
 
 fn ms(secs: f64) -> u64 {
-    let v = (secs.max(0.0) * 1000.0) as u64;
-    v
+    (secs.max(0.0) * 1000.0) as u64
 }
 
 /// Times of a Poisson process of `rate_per_hour` at peak, thinned by `diurnal` (when
@@ -260,7 +259,7 @@ pub fn generate(cfg: &ScenarioConfig, plan: &Plan, sink: &mut Sink) {
     let mut rng = Rng::fork(seed, "web");
     for (i, &host) in hosts.iter().enumerate() {
         let dual = rng.chance(bg.ipv6_fraction);
-        let host6 = workstation_v6(host);
+        let v6_addr = workstation_v6(host);
         let factor = rng.lognormal(1.0, 0.6).min(4.0);
         let resolver = RESOLVERS[i % 2];
         for t in poisson_times(
@@ -284,7 +283,7 @@ pub fn generate(cfg: &ScenarioConfig, plan: &Plan, sink: &mut Sink) {
             for _ in 0..conns {
                 let v6 = dual && sink.ipv6 && rng.chance(0.4);
                 let (client, server) = if v6 {
-                    (host6, plan.web_v6[zipf6.sample(&mut rng)])
+                    (v6_addr, plan.web_v6[zipf6.sample(&mut rng)])
                 } else {
                     (host, plan.web_v4[zipf4.sample(&mut rng)])
                 };

@@ -15,9 +15,9 @@ pub const DEFAULT_START_UNIX_SECS: u64 = 1_772_467_200;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ScenarioFormat {
-    /// NetFlow v5 (IPv4 only: the IPv6 parts of the scenario are left out).
+    /// `NetFlow` v5 (IPv4 only: the IPv6 parts of the scenario are left out).
     V5,
-    /// NetFlow v9.
+    /// `NetFlow` v9.
     #[default]
     V9,
     /// IPFIX.
@@ -46,7 +46,7 @@ impl ScenarioFormat {
         }
     }
 
-    /// The collector port the packets are addressed to: 2055 for NetFlow, 4739 for IPFIX.
+    /// The collector port the packets are addressed to: 2055 for `NetFlow`, 4739 for IPFIX.
     #[must_use]
     pub fn collector_port(self) -> u16 {
         match self {
@@ -176,14 +176,14 @@ impl ScenarioConfig {
 pub struct BackgroundConfig {
     /// Workstations, at 10.0.1.10 upward (then 10.0.2.10 …). Default 120.
     pub workstations: u32,
-    /// Share of workstations that are dual-stack (fd00::1:N) and browse over IPv6 too.
+    /// Share of workstations that are dual-stack (`fd00:0:0:1::N`) and browse over IPv6 too.
     pub ipv6_fraction: f64,
     /// Web browsing sessions per workstation per hour at the daily peak (Poisson, shaped
     /// by a diurnal curve peaking at 13:30 UTC).
     pub web_sessions_per_hour: f64,
     /// Share of web connections that fail (SYN without answer).
     pub web_failure_rate: f64,
-    /// Share of workstations running the polling SaaS client.
+    /// Share of workstations running the polling `SaaS` client.
     pub saas_poll_fraction: f64,
     /// Its poll interval (s); a new TLS connection each time.
     pub saas_poll_interval_s: f64,
@@ -296,12 +296,12 @@ impl Default for AttackConfig {
                 id: "scan-horizontal".into(),
                 kind: ScanKind::Horizontal,
                 src: v4(203, 0, 113, 66),
-                dst: v4(10, 0, 8, 1),
-                count: 1024,
+                dst: v4(10, 0, 16, 0),
+                count: 4096,
                 port: 22,
                 start_s: 45 * 60,
-                probe_interval_ms: 60,
-                answer_fraction: 0.15,
+                probe_interval_ms: 15,
+                answer_fraction: 0.03,
                 open_ports: vec![],
             },
             ScanSpec {

@@ -36,12 +36,10 @@ pub fn sample(pending: &mut Vec<Pending>, n: u32, seed: u64) {
         if k == 0 {
             return false;
         }
-        #[expect(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            reason = "a share of a u64 byte count"
-        )]
-        let bytes = (u128::from(r.raw_bytes) * u128::from(k) / u128::from(r.raw_packets)) as u64;
+        // k ≤ packets, so the share fits a u64.
+        let bytes =
+            u64::try_from(u128::from(r.raw_bytes) * u128::from(k) / u128::from(r.raw_packets))
+                .unwrap_or(u64::MAX);
         r.set_counts(bytes.max(k * 28), k, n);
         true
     });
@@ -80,6 +78,7 @@ fn finish_record(pe: &mut Pending, format: ScenarioFormat) {
 /// Orders records per exporter by the time they become ready, cuts them into packets (full
 /// at 20..=max records or ~1400 bytes, or flushed `export_flush_ms` after the first
 /// record waited), and interleaves the exporters' packets by export time.
+#[must_use]
 pub fn batch(
     mut pending: Vec<Pending>,
     cfg: &ScenarioConfig,

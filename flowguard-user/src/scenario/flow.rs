@@ -44,7 +44,7 @@ pub struct Pending {
     pub label: Label,
 }
 
-/// Whether `a` is one of the scenario's internal addresses (10/8 or fd00::/8).
+/// Whether `a` is one of the scenario's internal addresses (10/8 or `fd00::/8`).
 #[must_use]
 pub fn is_internal(a: IpAddr) -> bool {
     match a {
@@ -197,7 +197,8 @@ impl Sink {
         clippy::cast_precision_loss,
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss,
-        reason = "shares of counts far below 2^52"
+        clippy::many_single_char_names,
+        reason = "shares of counts far below 2^52; s/e/p/b are start, end, packets, bytes"
     )]
     pub fn conv(&mut self, label: Label, c: &Conv) {
         let dur = c.dur_ms.max(1);

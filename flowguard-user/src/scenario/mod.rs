@@ -3,9 +3,9 @@
 //!
 //! `flowguard scenario --out DIR` writes
 //!
-//! - `DIR/exports.pcap`: NetFlow v5/v9 or IPFIX export datagrams from the edge router
+//! - `DIR/exports.pcap`: `NetFlow` v5/v9 or IPFIX export datagrams from the edge router
 //!   198.18.0.2 (and, with two exporters, the core switch 198.18.0.3, which sees the
-//!   internal-to-internal traffic) to the collector 198.18.0.1, port 2055 (NetFlow) or
+//!   internal-to-internal traffic) to the collector 198.18.0.1, port 2055 (`NetFlow`) or
 //!   4739 (IPFIX), stamped with their export times;
 //! - `DIR/ground_truth.json`: every injected attack with its entities and times
 //!   ([`GroundTruth`]);
@@ -28,15 +28,15 @@
 //!
 //! # Addresses
 //!
-//! Internal hosts are in 10.0.0.0/16 (and fd00::/8 for dual-stack workstations); external
+//! Internal hosts are in 10.0.0.0/16 (and `fd00::/8` for dual-stack workstations); external
 //! ones in the documentation ranges 203.0.113.0/24, 198.51.100.0/24, 192.0.2.0/24 and
-//! 2001:db8::/32, none of which is in [`DetectConfig`]'s default home networks. These
+//! `2001:db8::/32`, none of which is in [`DetectConfig`]'s default home networks. These
 //! addresses only exist inside the generated files.
 //!
 //! - workstations 10.0.1.10 upward (120 by default), 20% dual-stack;
 //! - resolvers 10.0.0.53/.54 (upstream 198.51.100.53, 192.0.2.53);
 //! - NTP servers 203.0.113.123, 198.51.100.123, 192.0.2.123;
-//! - SaaS poll 198.51.100.10/.11 (every 60 s), SaaS push 203.0.113.20 (heartbeat 45 s);
+//! - `SaaS` poll 198.51.100.10/.11 (every 60 s), `SaaS` push 203.0.113.20 (heartbeat 45 s);
 //! - update checks 203.0.113.30/.31, CDN edges 198.51.100.40–47;
 //! - content server 10.0.4.20 syncing to the CDN ingest 192.0.2.40 every 15 min;
 //! - public web server 10.0.5.10, intranet server 10.0.5.20, SSH-exposed server 10.0.5.30
@@ -88,7 +88,8 @@ pub const GROUND_TRUTH_SCHEMA: &str = "flowguard.scenario.ground_truth/1";
 /// the defaults.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ScenarioArgs {
-    /// Output directory (created): exports.pcap, ground_truth.json, detect_config.json.
+    /// Output directory (created): `exports.pcap`, `ground_truth.json`,
+    /// `detect_config.json`.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Export format [default: v9].
@@ -110,7 +111,7 @@ pub struct ScenarioArgs {
     /// background knobs); `--print-config` shows the whole structure.
     #[arg(long, value_name = "FILE.json")]
     pub config: Option<PathBuf>,
-    /// Also write the effective configuration to DIR/scenario_config.json.
+    /// Also write the effective configuration to `DIR/scenario_config.json`.
     #[arg(long)]
     pub print_config: bool,
 }
@@ -520,10 +521,10 @@ pub fn run(args: &ScenarioArgs) -> anyhow::Result<()> {
     }
     let size = std::fs::metadata(&pcap).map_or(0, |m| m.len());
     println!(
-        "scenario: {} records in {} datagrams ({:.1} MB), {} attacks, {:?} 1:{}, {} h, seed {} -> {} ({:.2} s)",
+        "scenario: {} records in {} datagrams ({} MB), {} attacks, {:?} 1:{}, {} h, seed {} -> {} ({:.2} s)",
         scenario.records.len(),
         datagrams,
-        size as f64 / 1e6,
+        size / 1_000_000,
         scenario.truth.attacks.len(),
         cfg.format,
         cfg.sampling,

@@ -128,7 +128,9 @@ impl Rng {
         clippy::cast_precision_loss,
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss,
-        reason = "counts are far below 2^52; the normal draw is clamped to [0, n]"
+        clippy::many_single_char_names,
+        reason = "counts are far below 2^52; the normal draw is clamped to [0, n]; the \
+                  textbook names n, p, q, k, u"
     )]
     pub fn binomial(&mut self, n: u64, p: f64) -> u64 {
         if n == 0 || p <= 0.0 {
