@@ -8,6 +8,7 @@ mod e2e;
 mod fuzz;
 mod lab;
 mod setup;
+mod soak;
 
 use std::{
     path::{Path, PathBuf},
@@ -50,6 +51,19 @@ enum Task {
         /// Only this target (decode_v5, decode_v9, decode_ipfix).
         #[arg(long)]
         target: Option<String>,
+    },
+    /// Replay a mixed scenario with attacks for N minutes, sampling RSS, counters and
+    /// findings; fails on memory growth, unaccounted loss or a missed attack.
+    Soak {
+        /// Wall-clock minutes.
+        #[arg(long, default_value_t = 20)]
+        minutes: u64,
+        /// Hours of scenario event time replayed over them.
+        #[arg(long, default_value_t = 6.0)]
+        hours: f64,
+        /// Export format (v9 or ipfix).
+        #[arg(long, default_value = "ipfix")]
+        format: String,
     },
     /// Manage the namespace/veth lab.
     Lab {
@@ -96,6 +110,14 @@ fn run(cli: Cli) -> Result<()> {
         Task::Fuzz { seconds, target } => {
             setup::run()?;
             fuzz::run(seconds, target.as_deref())
+        }
+        Task::Soak {
+            minutes,
+            hours,
+            format,
+        } => {
+            setup::run()?;
+            soak::run(minutes, hours, &format)
         }
         Task::Lab { action } => lab::run(action),
         Task::Bench { which } => {
