@@ -25,8 +25,10 @@ use super::rng::{Rng, Zipf};
 pub enum BenignKind {
     /// Workstations browsing external web servers.
     Web,
-    /// DNS to the internal resolvers, and their upstream queries.
+    /// DNS from hosts to the internal resolvers.
     Dns,
+    /// The resolvers' queries to their upstream forwarders (allow-listed).
+    DnsUpstream,
     /// NTP polls from every host.
     Ntp,
     /// `SaaS` client polling every minute (new TLS connection each time).
@@ -49,9 +51,10 @@ pub enum BenignKind {
 
 impl BenignKind {
     /// Every kind, in order.
-    pub const ALL: [BenignKind; 11] = [
+    pub const ALL: [BenignKind; 12] = [
         Self::Web,
         Self::Dns,
+        Self::DnsUpstream,
         Self::Ntp,
         Self::SaasPoll,
         Self::SaasPush,
@@ -549,6 +552,6 @@ fn dns_query(rng: &mut Rng, sink: &mut Sink, host: IpAddr, resolver: IpAddr, t: 
         u.dur_ms = rng.range(5, 25);
         (u.out_pkts, u.out_bytes, u.in_pkts, u.in_bytes) =
             (1, rng.range(70, 100), 1, rng.range(90, 400));
-        sink.conv(Label::Benign(BenignKind::Dns), &u);
+        sink.conv(Label::Benign(BenignKind::DnsUpstream), &u);
     }
 }

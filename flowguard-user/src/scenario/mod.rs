@@ -10,7 +10,8 @@
 //! - `DIR/ground_truth.json`: every injected attack with its entities and times
 //!   ([`GroundTruth`]);
 //! - `DIR/detect_config.json`: a [`DetectConfig`] with the allow rules the benign
-//!   background needs (the nightly backup window and the CDN origin sync).
+//!   background needs (the nightly backup window, the resolvers' upstream DNS and the CDN
+//!   origin sync).
 //!
 //! [`generate`] builds the same thing in memory for tests.
 //!
@@ -211,8 +212,10 @@ impl Scenario {
     }
 
     /// The detector configuration the benign background needs: default thresholds and
-    /// home networks, plus allow rules for the nightly backup (its daily window) and the
-    /// CDN origin sync.
+    /// home networks, plus allow rules for the nightly backup (its daily window), the
+    /// resolvers' upstream DNS forwarding and the CDN origin sync, as a site would
+    /// configure them. NTP, SaaS keepalives, update checks and web browsing are not
+    /// allow-listed: prevalence and good statistics must keep them quiet.
     #[must_use]
     pub fn detect_config(&self) -> DetectConfig {
         detect_config(&self.config)
@@ -232,6 +235,16 @@ pub fn detect_config(cfg: &ScenarioConfig) -> DetectConfig {
             dst_port: Some(b.port),
             protocol: Some(6),
             daily_window_utc_minutes: Some(b.window_utc_minutes),
+        });
+    }
+    for up in background::UPSTREAM_DNS {
+        d.allow.push(AllowRule {
+            comment: "internal resolvers forwarding to their upstream DNS server".into(),
+            src: "10.0.0.52/30".parse().ok(),
+            dst: Some(IpNet::from(up)),
+            dst_port: Some(53),
+            protocol: Some(17),
+            daily_window_utc_minutes: None,
         });
     }
     d.allow.push(AllowRule {
@@ -344,7 +357,7 @@ pub struct AttackTruth {
 /// One kind of benign background.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BenignTruth {
-    /// The kind (`web`, `dns`, `ntp`, `saas_poll`, `saas_push`, `updates`, `cdn_sync`,
+    /// The kind (`web`, `dns`, `dns_upstream`, `ntp`, `saas_poll`, `saas_push`, `updates`, `cdn_sync`,
     /// `public_server`, `intranet`, `admin`, `backup`).
     pub kind: String,
     /// Records exported.
@@ -409,7 +422,11 @@ pub fn generate(config: &ScenarioConfig) -> Scenario {
         }
     }
     observe(&mut attacks, &records, &labels);
-    let allowed = [BenignKind::Backup, BenignKind::CdnSync];
+    let allowed = [
+        BenignKind::Backup,
+        BenignKind::CdnSync,
+        BenignKind::DnsUpstream,
+    ];
     let benign = BenignKind::ALL
         .iter()
         .filter_map(|k| {

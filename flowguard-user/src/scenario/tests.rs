@@ -257,6 +257,7 @@ fn attacks_are_unambiguous_and_the_background_is_allowed_where_it_must_be() {
                 backup += r.bytes;
             }
             Label::Benign(BenignKind::CdnSync) => assert!(allowed),
+            Label::Benign(BenignKind::DnsUpstream) => assert!(allowed, "{r:?}"),
             _ => assert!(!allowed, "{l:?} allow-listed: {r:?}"),
         }
     }
@@ -364,7 +365,7 @@ fn run_writes_the_three_files() {
     let dc: DetectConfig =
         serde_json::from_str(&std::fs::read_to_string(dir.join("detect_config.json")).unwrap())
             .unwrap();
-    assert_eq!(dc.allow.len(), 2);
+    assert_eq!(dc.allow.len(), 4);
     let (decoded, errors) = decode_pcap(&dir.join("exports.pcap"));
     assert_eq!(errors, 0);
     assert_eq!(decoded.len(), truth.records);
