@@ -39,6 +39,25 @@
 //! connection (≤ `max_timestamps`; when full, every other connection is dropped and the
 //! decimation factor doubles, which keeps the period structure and the coverage).
 
+#![allow(
+    clippy::doc_markdown,
+    reason = "protocol and product names (NTP, SaaS, RITA) are prose, not code"
+)]
+#![allow(
+    clippy::too_many_lines,
+    reason = "one scoring pass reads best in one piece"
+)]
+#![allow(
+    clippy::similar_names,
+    reason = "paired statistics (median, MAD) of intervals and sizes"
+)]
+#![allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "statistics over counts, times and bytes: f64/f32 precision is ample and every narrowing cast is of a clamped or rounded value"
+)]
+
 use std::{collections::BTreeMap, net::IpAddr};
 
 use super::{
@@ -179,7 +198,7 @@ impl BeaconDetector {
                 } else {
                     &c.beacon.skip_udp_ports
                 };
-                !(r.src_port < 1024 && r.dst_port >= 1024) && !skip.contains(&r.dst_port)
+                (r.src_port >= 1024 || r.dst_port < 1024) && !skip.contains(&r.dst_port)
             }
             _ => true,
         }
@@ -217,12 +236,13 @@ impl BeaconDetector {
         let ts_skew = 1.0 - stats::bowley_skew(iv).abs();
         let ts_dispersion = (1.0 - (iv_mad / iv_med.max(1.0)) / 0.8).clamp(0.0, 1.0);
         let (period_fit, period_ms) = period_fit(iv);
-        let ts = ((ts_skew + ts_dispersion) / 2.0).max(period_fit);
+        let ts = f64::midpoint(ts_skew, ts_dispersion).max(period_fit);
         let size_med = stats::median_sorted(sizes);
         let size_mad = stats::mad(sizes, size_med, tmp);
-        let size = ((1.0 - stats::bowley_skew(sizes).abs())
-            + (1.0 - (size_mad / size_med.max(1.0)) / 0.8).clamp(0.0, 1.0))
-            / 2.0;
+        let size = f64::midpoint(
+            1.0 - stats::bowley_skew(sizes).abs(),
+            (1.0 - (size_mad / size_med.max(1.0)) / 0.8).clamp(0.0, 1.0),
+        );
         // Histogram over the series span.
         let first = f64::from(events[0].t);
         let last = f64::from(events[events.len() - 1].t);
@@ -308,7 +328,6 @@ impl BeaconDetector {
         })
     }
 
-    #[expect(clippy::cast_precision_loss, reason = "evidence numbers")]
     fn build(
         &self,
         src: IpAddr,
@@ -434,22 +453,21 @@ impl BeaconDetector {
                 let s = self.series.get_mut(key).expect("present");
                 s.events = events;
                 any_reported |= reported > 0.0;
-                if let Some(sc) = scored {
-                    if sc.score >= threshold
-                        && (reported == 0.0 || sc.score >= f64::from(reported) + 0.1)
+                if let Some(sc) = scored
+                    && sc.score >= threshold
+                    && (reported == 0.0 || sc.score >= f64::from(reported) + 0.1)
+                {
+                    #[expect(clippy::cast_possible_truncation, reason = "f32 state")]
                     {
-                        #[expect(clippy::cast_possible_truncation, reason = "f32 state")]
-                        {
-                            s.reported = sc.score as f32;
-                        }
-                        any_reported = true;
-                        let ports = if key.port == 0 {
-                            Vec::new()
-                        } else {
-                            vec![key.port]
-                        };
-                        out.push(self.build(src, dst, ports, &sc, sampled));
+                        s.reported = sc.score as f32;
                     }
+                    any_reported = true;
+                    let ports = if key.port == 0 {
+                        Vec::new()
+                    } else {
+                        vec![key.port]
+                    };
+                    out.push(self.build(src, dst, ports, &sc, sampled));
                 }
             }
             if pair_end - pair_start >= 2 && !any_reported {

@@ -189,7 +189,7 @@ impl Prevalence {
 /// The damping factor applied to beacon and exfiltration scores for a destination that
 /// `hosts` internal hosts talk to: 1 for one host, falling linearly to 0.3 at
 /// `prevalence_hosts` and beyond. Many hosts talking to one place in the same way is
-/// what SaaS keepalives, NTP pools, CDNs and update services look like.
+/// what `SaaS` keepalives, NTP pools, CDNs and update services look like.
 #[must_use]
 #[expect(clippy::cast_precision_loss, reason = "small counts")]
 pub fn prevalence_damping(hosts: f64, prevalence_hosts: usize) -> f64 {

@@ -261,7 +261,7 @@ pub struct VolumeConfig {
     pub factor: f64,
     /// Robust z above which a bucket is anomalous.
     pub z_threshold: f64,
-    /// Static ceilings (FastNetMon style), per destination: bits/s, packets/s, flows/s.
+    /// Static ceilings (`FastNetMon` style), per destination: bits/s, packets/s, flows/s.
     /// Zero disables a ceiling.
     pub ceiling_bps: f64,
     /// See `ceiling_bps`.

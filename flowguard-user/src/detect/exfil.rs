@@ -32,6 +32,17 @@
 //! stitched connection ≈ 110 bytes (only kept for records of ≥ 64 kB), prevalence entry
 //! ≈ 90 bytes; each map is capped at `max_keys_per_detector`.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "one scoring pass reads best in one piece"
+)]
+#![allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "statistics over counts, times and bytes: f64/f32 precision is ample and every narrowing cast is of a clamped or rounded value"
+)]
+
 use std::{collections::BTreeMap, net::IpAddr};
 
 use super::{
@@ -570,10 +581,10 @@ impl Detector for ExfilDetector {
             ..Pair::default()
         });
         if p.window < w {
-            if p.cur.records > 0 {
-                if let Some(f) = self.close_pair(key) {
-                    self.pending.push(f);
-                }
+            if p.cur.records > 0
+                && let Some(f) = self.close_pair(key)
+            {
+                self.pending.push(f);
             }
             if let Some(p) = self.pairs.get_mut(&key) {
                 p.window = w;

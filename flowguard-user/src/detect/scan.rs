@@ -42,6 +42,33 @@
 //! of the targets. Feed the scan detector by source (see [`ScanDetector::key_host`])
 //! for exact counts; otherwise each shard sees a share of the targets.
 
+#![allow(
+    clippy::doc_markdown,
+    reason = "protocol names (ICMPv6) are prose, not code"
+)]
+#![allow(
+    clippy::too_many_lines,
+    reason = "one scoring pass reads best in one piece"
+)]
+#![allow(
+    clippy::struct_excessive_bools,
+    reason = "per-kind flags, not a state machine"
+)]
+#![allow(
+    clippy::needless_range_loop,
+    reason = "kind indexes several parallel arrays"
+)]
+#![allow(
+    clippy::similar_names,
+    reason = "h_/v_ pairs mirror horizontal/vertical"
+)]
+#![allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "statistics over counts, times and bytes: f64/f32 precision is ample and every narrowing cast is of a clamped or rounded value"
+)]
+
 use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
 
 use super::{
@@ -198,7 +225,7 @@ impl ScanDetector {
                 let f = r.tcp_flags;
                 let tiny = r.raw_packets <= 2 && r.raw_bytes <= 120;
                 let ack = f & 0x10 != 0;
-                let bare_rst = f & 0x04 != 0 && f & 0x03 == 0;
+                let bare_rst = f & 0x04 != 0 && f.trailing_zeros() >= 2;
                 if f & 0x12 == 0x02 || (!ack && tiny && !bare_rst) {
                     Some((r.src_addr, r.dst_addr, r.dst_port, Outcome::Failed))
                 } else if ack {
@@ -652,7 +679,7 @@ impl Detector for ScanDetector {
         match outcome {
             Outcome::Success => self.record_success(key, dst, now_ms),
             Outcome::Failed | Outcome::Probe => {
-                self.record_attempt(key, dst, port, outcome, record)
+                self.record_attempt(key, dst, port, outcome, record);
             }
         }
     }

@@ -2,6 +2,20 @@
 //! right entities, the benign shapes give nothing, sampled 1:100 versions still find the
 //! attacks (flagged as lower bounds), replays are deterministic, and state stays bounded.
 
+#![allow(
+    clippy::too_many_arguments,
+    clippy::field_reassign_with_default,
+    clippy::similar_names,
+    clippy::many_single_char_names,
+    reason = "test builders and fixtures"
+)]
+#![allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "statistics over counts, times and bytes: f64/f32 precision is ample and every narrowing cast is of a clamped or rounded value"
+)]
+
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::{

@@ -37,6 +37,26 @@
 //! Byte cost per series: ≈ 380 bytes (16-slot ring of three f32, baselines, slot and
 //! index); an open alert adds ≈ 400 bytes, the total's Holt-Winters state 600 bytes.
 
+#![allow(
+    clippy::doc_markdown,
+    reason = "product names (FastNetMon) are prose, not code"
+)]
+#![allow(
+    clippy::too_many_lines,
+    reason = "one slot-closing pass reads best in one piece"
+)]
+#![allow(clippy::struct_excessive_bools, reason = "independent alert flags")]
+#![allow(
+    clippy::needless_range_loop,
+    reason = "the metric index addresses several parallel arrays"
+)]
+#![allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "statistics over counts, times and bytes: f64/f32 precision is ample and every narrowing cast is of a clamped or rounded value"
+)]
+
 use std::{collections::BTreeMap, net::IpAddr};
 
 use super::{
