@@ -14,7 +14,7 @@ use std::{
 
 use flowguard::{
     decode::{Direction, FlowRecord},
-    detect::{DetectConfig, Detector, engine::DetectEngine, standard_detectors},
+    detect::{DetectConfig, Detector, ShardId, engine::DetectEngine, standard_detectors},
 };
 
 const RECORDS: usize = 2_000_000;
@@ -62,7 +62,7 @@ fn records() -> Vec<FlowRecord> {
         .collect()
 }
 
-fn no_detectors(_: &DetectConfig) -> Vec<Box<dyn Detector + Send>> {
+fn no_detectors(_: &DetectConfig, _: ShardId) -> Vec<Box<dyn Detector + Send>> {
     Vec::new()
 }
 
@@ -71,7 +71,7 @@ fn main() {
         core_affinity::set_for_current(core);
     }
     let recs = records();
-    let run = |factory: fn(&DetectConfig) -> Vec<Box<dyn Detector + Send>>| {
+    let run = |factory: fn(&DetectConfig, ShardId) -> Vec<Box<dyn Detector + Send>>| {
         let started = Instant::now();
         let mut engine = DetectEngine::new(DetectConfig::default(), 1, factory);
         for r in &recs {
@@ -83,10 +83,11 @@ fn main() {
     };
     let (base_secs, _, _) = run(no_detectors);
     let (secs, findings, stats) = run(standard_detectors);
-    let detectors: Vec<&str> = standard_detectors(&DetectConfig::default())
-        .iter()
-        .map(|d| d.name())
-        .collect();
+    let detectors: Vec<&str> =
+        standard_detectors(&DetectConfig::default(), ShardId { index: 0, count: 1 })
+            .iter()
+            .map(|d| d.name())
+            .collect();
     #[expect(clippy::cast_precision_loss, reason = "rates")]
     let rate = |s: f64| RECORDS as f64 / s;
     println!(

@@ -63,6 +63,7 @@ fn start_detection(
     let mut senders: Vec<Vec<crossbeam_channel::Sender<Vec<FlowRecord>>>> =
         (0..workers).map(|_| Vec::new()).collect();
     let mut shards = Vec::new();
+    let shard_count = settings.shards;
     for j in 0..settings.shards {
         let mut receivers = Vec::new();
         for per_worker in &mut senders {
@@ -75,7 +76,13 @@ fn start_detection(
         shards.push(
             std::thread::Builder::new()
                 .name(format!("flowguard-d{j}"))
-                .spawn(move || run_shard(&shard_config, factory, receivers, &out))
+                .spawn(move || {
+                    let id = crate::detect::ShardId {
+                        index: j,
+                        count: shard_count,
+                    };
+                    run_shard(&shard_config, factory, id, receivers, &out)
+                })
                 .context("spawning detection shard")?,
         );
     }
@@ -119,10 +126,11 @@ fn start_detection(
 fn run_shard(
     config: &crate::detect::DetectConfig,
     factory: DetectorFactory,
+    id: crate::detect::ShardId,
     receivers: Vec<crossbeam_channel::Receiver<Vec<FlowRecord>>>,
     out: &crossbeam_channel::Sender<Finding>,
 ) -> ShardStats {
-    let mut shard = DetectShard::new(config, factory);
+    let mut shard = DetectShard::new(config, factory, id);
     let mut findings = Vec::new();
     let mut open = receivers;
     while !open.is_empty() {

@@ -13,7 +13,7 @@
 
 use std::net::IpAddr;
 
-use super::{DetectConfig, Detector, Finding};
+use super::{DetectConfig, Detector, Finding, ShardId};
 use crate::decode::FlowRecord;
 
 /// The watermark moves in steps of this much event time, so detectors are not asked to
@@ -21,28 +21,28 @@ use crate::decode::FlowRecord;
 pub const WATERMARK_STEP_MS: u64 = 1_000;
 
 /// Builds one shard's detectors.
-pub type DetectorFactory = fn(&DetectConfig) -> Vec<Box<dyn Detector + Send>>;
+pub type DetectorFactory = fn(&DetectConfig, ShardId) -> Vec<Box<dyn Detector + Send>>;
 
-/// The shards that should see `record`: those of its internal endpoints (one or two), or
-/// none when neither end is internal or an allow rule covers it.
+/// The shards that should see `record`: those of both its endpoints (once, if the same),
+/// or none when neither end is internal or an allow rule covers it. Each detector keeps
+/// state only for the key hosts its shard owns (see `detect::standard_detectors`), so an
+/// external scanner's probes to many internal hosts all meet in the scanner's shard.
 #[must_use]
 pub fn route(config: &DetectConfig, record: &FlowRecord, num_shards: usize) -> [Option<usize>; 2] {
-    if config.allowed(record) {
+    if !(config.is_internal(record.src_addr) || config.is_internal(record.dst_addr))
+        || config.allowed(record)
+    {
         return [None, None];
     }
-    let src = config
-        .is_internal(record.src_addr)
-        .then(|| host_shard(record.src_addr, num_shards));
-    let dst = config
-        .is_internal(record.dst_addr)
-        .then(|| host_shard(record.dst_addr, num_shards));
-    // Both ends internal: both hosts' shards see it (once, if they are the same shard).
-    // One end internal: that host's shard. Detectors keyed on an *external* host (an
-    // inbound scanner, flood sources) therefore see all of it only when there is a single
-    // shard — which is the default (`--detect-shards 1`); see ARCHITECTURE.md.
-    match (src, dst) {
-        (Some(a), Some(b)) if a == b => [Some(a), None],
-        pair => [pair.0, pair.1],
+    if num_shards <= 1 {
+        return [Some(0), None];
+    }
+    let a = host_shard(record.src_addr, num_shards);
+    let b = host_shard(record.dst_addr, num_shards);
+    if a == b {
+        [Some(a), None]
+    } else {
+        [Some(a), Some(b)]
     }
 }
 
@@ -96,11 +96,11 @@ pub struct ShardStats {
 }
 
 impl DetectShard {
-    /// A shard with the detectors `factory` builds.
+    /// Shard `shard` with the detectors `factory` builds.
     #[must_use]
-    pub fn new(config: &DetectConfig, factory: DetectorFactory) -> Self {
+    pub fn new(config: &DetectConfig, factory: DetectorFactory, shard: ShardId) -> Self {
         Self {
-            detectors: factory(config),
+            detectors: factory(config, shard),
             lateness_ms: config.allowed_lateness_ms,
             max_end_ms: 0,
             watermark_ms: 0,
@@ -165,8 +165,9 @@ impl DetectEngine {
     /// `num_shards` shards of `factory`'s detectors.
     #[must_use]
     pub fn new(config: DetectConfig, num_shards: usize, factory: DetectorFactory) -> Self {
-        let shards = (0..num_shards.max(1))
-            .map(|_| DetectShard::new(&config, factory))
+        let count = num_shards.max(1);
+        let shards = (0..count)
+            .map(|index| DetectShard::new(&config, factory, ShardId { index, count }))
             .collect();
         Self {
             config,
@@ -257,7 +258,7 @@ mod tests {
         }
     }
 
-    fn factory(_: &DetectConfig) -> Vec<Box<dyn Detector + Send>> {
+    fn factory(_: &DetectConfig, _: ShardId) -> Vec<Box<dyn Detector + Send>> {
         vec![Box::new(Counting::default())]
     }
 
@@ -275,19 +276,32 @@ mod tests {
     fn routing_follows_internal_hosts_and_skips_external_only_flows() {
         let c = DetectConfig::default();
         assert_eq!(route(&c, &rec("8.8.8.8", "1.1.1.1", 0), 4), [None, None]);
+        let shard = |a: &str| host_shard(a.parse().unwrap(), 4);
         let [a, b] = route(&c, &rec("10.0.0.1", "8.8.8.8", 0), 4);
-        assert_eq!(a, Some(host_shard("10.0.0.1".parse().unwrap(), 4)));
-        assert_eq!(b, None);
-        let [a, b] = route(&c, &rec("8.8.8.8", "10.0.0.2", 0), 4);
-        assert_eq!(a, None);
-        assert_eq!(b, Some(host_shard("10.0.0.2".parse().unwrap(), 4)));
+        assert_eq!(a, Some(shard("10.0.0.1")));
+        assert_eq!(
+            b.or(a),
+            Some(shard("8.8.8.8"))
+                .filter(|s| *s != shard("10.0.0.1"))
+                .or(a)
+        );
+        let [a, _] = route(&c, &rec("8.8.8.8", "10.0.0.2", 0), 4);
+        assert_eq!(
+            a,
+            Some(shard("8.8.8.8")),
+            "an inbound record reaches the external source's shard"
+        );
+        assert_eq!(
+            route(&c, &rec("8.8.8.8", "10.0.0.2", 0), 1),
+            [Some(0), None]
+        );
     }
 
     #[test]
     fn windows_close_on_event_time_not_on_arrival() {
         let mut config = DetectConfig::default();
         config.allowed_lateness_ms = 10_000;
-        let mut e = DetectEngine::new(config.clone(), 2, factory);
+        let mut e = DetectEngine::new(config.clone(), 1, factory);
         let base = 1_000_000_000u64;
         for i in 0..3 {
             e.observe(&rec("10.0.0.1", "8.8.8.8", base + i * 1000));
@@ -307,7 +321,7 @@ mod tests {
         assert_eq!(stats.iter().map(|s| s.records).sum::<u64>(), 5);
 
         // The same records, replayed, give the same findings.
-        let mut again = DetectEngine::new(config, 2, factory);
+        let mut again = DetectEngine::new(config, 1, factory);
         for i in 0..3 {
             again.observe(&rec("10.0.0.1", "8.8.8.8", base + i * 1000));
         }

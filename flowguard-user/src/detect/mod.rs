@@ -83,7 +83,7 @@ pub struct Entities {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dst: Option<IpAddr>,
     /// Ports involved (destination ports), sorted, at most a few dozen.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<u16>,
 }
 
@@ -147,15 +147,42 @@ pub trait Detector {
     fn evictions(&self) -> u64;
 }
 
-/// The detectors every shard runs, in order. Detectors are registered here as they are
-/// implemented; an empty list means flows are routed and watermarked but nothing is
-/// scored yet.
-#[must_use]
-pub fn standard_detectors(_config: &DetectConfig) -> Vec<Box<dyn Detector + Send>> {
-    Vec::new()
+/// Which shard a detector instance serves: `index` of `count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardId {
+    /// This shard.
+    pub index: usize,
+    /// Shards in all.
+    pub count: usize,
 }
 
-// Detector implementations and their shared helpers.
+/// The detectors every shard runs: port scan, exfiltration, beaconing and volumetric.
+///
+/// With several shards, each detector keeps state only for the hosts it keys on that hash
+/// to its own shard (`engine::host_shard`); the engine hands every record to the shards of
+/// both its endpoints, so each key host sees all of its records in exactly one shard —
+/// including external scanners and flood sources.
+#[must_use]
+pub fn standard_detectors(config: &DetectConfig, shard: ShardId) -> Vec<Box<dyn Detector + Send>> {
+    let mut scan = ScanDetector::new(config);
+    let mut exfil = ExfilDetector::new(config);
+    let mut beacon = BeaconDetector::new(config);
+    let mut volume = VolumeDetector::new(config);
+    if shard.count > 1 {
+        let owns = move |h: IpAddr| engine::host_shard(h, shard.count) == shard.index;
+        scan.set_host_filter(Box::new(owns));
+        exfil.set_host_filter(Box::new(owns));
+        beacon.set_host_filter(Box::new(owns));
+        volume.set_host_filter(Box::new(owns));
+    }
+    vec![
+        Box::new(scan),
+        Box::new(exfil),
+        Box::new(beacon),
+        Box::new(volume),
+    ]
+}
+
 pub mod beacon;
 pub mod common;
 pub mod exfil;
