@@ -16,9 +16,11 @@ pub const DEFAULT_START_UNIX_SECS: u64 = 1_772_467_200;
 #[serde(rename_all = "lowercase")]
 pub enum ScenarioFormat {
     /// `NetFlow` v5 (IPv4 only: the IPv6 parts of the scenario are left out).
+    #[value(help = "NetFlow v5 (IPv4 only: the IPv6 parts of the scenario are left out)")]
     V5,
     /// `NetFlow` v9.
     #[default]
+    #[value(help = "NetFlow v9")]
     V9,
     /// IPFIX.
     Ipfix,

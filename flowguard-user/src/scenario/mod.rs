@@ -91,7 +91,11 @@ pub const GROUND_TRUTH_SCHEMA: &str = "flowguard.scenario.ground_truth/1";
 pub struct ScenarioArgs {
     /// Output directory (created): `exports.pcap`, `ground_truth.json`,
     /// `detect_config.json`.
-    #[arg(long, value_name = "DIR")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        help = "Output directory (created): exports.pcap, ground_truth.json, detect_config.json"
+    )]
     pub out: PathBuf,
     /// Export format [default: v9].
     #[arg(long, value_enum)]
@@ -110,10 +114,18 @@ pub struct ScenarioArgs {
     pub start_unix_secs: Option<u64>,
     /// JSON file of `ScenarioConfig` fields overriding the defaults (attack lists,
     /// background knobs); `--print-config` shows the whole structure.
-    #[arg(long, value_name = "FILE.json")]
+    #[arg(
+        long,
+        value_name = "FILE.json",
+        help = "JSON file of scenario settings overriding the defaults (attack lists, \
+                background knobs); --print-config writes the whole structure"
+    )]
     pub config: Option<PathBuf>,
     /// Also write the effective configuration to `DIR/scenario_config.json`.
-    #[arg(long)]
+    #[arg(
+        long,
+        help = "Also write the effective configuration to DIR/scenario_config.json"
+    )]
     pub print_config: bool,
 }
 
@@ -538,12 +550,13 @@ pub fn run(args: &ScenarioArgs) -> anyhow::Result<()> {
     }
     let size = std::fs::metadata(&pcap).map_or(0, |m| m.len());
     println!(
-        "scenario: {} records in {} datagrams ({} MB), {} attacks, {:?} 1:{}, {} h, seed {} -> {} ({:.2} s)",
+        "scenario: {} records in {} datagrams ({}.{} MB), {} attacks, {} 1:{}, {} h, seed {} -> {} ({:.2} s)",
         scenario.records.len(),
         datagrams,
         size / 1_000_000,
+        size / 100_000 % 10,
         scenario.truth.attacks.len(),
-        cfg.format,
+        serde_json::to_value(cfg.format)?.as_str().unwrap_or("?"),
         cfg.sampling,
         cfg.hours,
         cfg.seed,
