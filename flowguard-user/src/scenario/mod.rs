@@ -226,7 +226,7 @@ impl Scenario {
     /// The detector configuration the benign background needs: default thresholds and
     /// home networks, plus allow rules for the nightly backup (its daily window), the
     /// resolvers' upstream DNS forwarding and the CDN origin sync, as a site would
-    /// configure them. NTP, SaaS keepalives, update checks and web browsing are not
+    /// configure them. NTP, `SaaS` keepalives, update checks and web browsing are not
     /// allow-listed: prevalence and good statistics must keep them quiet.
     #[must_use]
     pub fn detect_config(&self) -> DetectConfig {
