@@ -22,15 +22,14 @@ mod tshark;
 
 use std::{
     collections::BTreeSet,
-    fs::File,
     net::IpAddr,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
-    time::{Duration, Instant},
+    process::Command,
+    time::Instant,
 };
 
 use anyhow::{Context as _, Result, bail};
-use flowguard_e2e::{Lab, TempDir, flowguard_bin, require_root, wait_for};
+use flowguard_e2e::{Lab, TempDir, export_with_softflowd, flowguard_bin, require_root};
 
 use record::{Norm, compare, parse_flowguard};
 
@@ -264,141 +263,6 @@ fn vectors_decode_like_tshark() -> Result<()> {
 // ---------------------------------------------------------------------------------------
 // 2. A real exporter: softflowd
 // ---------------------------------------------------------------------------------------
-
-/// Runs softflowd on `traffic` inside the lab's collector namespace, exporting version
-/// `version` to 127.0.0.1:`port`, and captures the exports on that namespace's loopback.
-/// Returns the capture and the number of records softflowd says it exported.
-#[expect(
-    clippy::too_many_lines,
-    reason = "one linear procedure: start capture, run and poke softflowd, stop, check"
-)]
-fn export_with_softflowd(
-    lab: &Lab,
-    dir: &Path,
-    traffic: &Path,
-    version: u16,
-    port: u16,
-) -> Result<(PathBuf, usize)> {
-    // A receiver, so the exports are not answered with port-unreachable errors.
-    let _sink = lab.collector_socket(port)?;
-    let pcap = dir.join(format!("exports-v{version}.pcap"));
-    let tcpdump_log = dir.join(format!("tcpdump-v{version}.log"));
-    let mut tcpdump = lab
-        .in_collector("tcpdump")
-        // A small snap length and a large buffer: with --immediate-mode the kernel ring
-        // holds few snaplen-sized frames, and softflowd's burst at exit overflows the
-        // default one (tcpdump then reports packets "dropped by kernel").
-        .args([
-            "-s",
-            "9000",
-            "-B",
-            "32768",
-            "-i",
-            "lo",
-            "-n",
-            "-U",
-            "--immediate-mode",
-        ])
-        .arg("-w")
-        .arg(&pcap)
-        .args(["udp", "port", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(File::create(&tcpdump_log)?)
-        .spawn()
-        .context("spawning tcpdump")?;
-    let listening = wait_for("tcpdump to listen", Duration::from_secs(10), || {
-        std::fs::read_to_string(&tcpdump_log).is_ok_and(|s| s.contains("listening on"))
-    });
-    if let Err(e) = listening {
-        let _ = tcpdump.kill();
-        let _ = tcpdump.wait();
-        return Err(e.context(std::fs::read_to_string(&tcpdump_log).unwrap_or_default()));
-    }
-
-    let ctl = dir.join(format!("softflowd-v{version}.ctl"));
-    let log = dir.join(format!("softflowd-v{version}.log"));
-    // -a: clock softflowd by the capture's timestamps (flow times, sysUpTime and export
-    // times then describe the capture, not the wall clock of the replay).
-    let mut softflowd = lab
-        .in_collector("softflowd")
-        .arg("-r")
-        .arg(traffic)
-        .args(["-n", &format!("127.0.0.1:{port}")])
-        .args(["-v", &version.to_string(), "-d", "-a"])
-        .arg("-p")
-        .arg(dir.join(format!("softflowd-v{version}.pid")))
-        .arg("-c")
-        .arg(&ctl)
-        .stdout(File::create(&log)?)
-        .stderr(File::create(&log)?.try_clone()?)
-        .spawn()
-        .context("spawning softflowd")?;
-    // softflowd 1.1.0 reading a file blocks at the top of its main loop in accept() on its
-    // control socket, so it only moves on when a control client connects. Poke it with
-    // `softflowctl statistics` until it reaches the end of the capture, which makes it
-    // expire and export every flow and exit.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = softflowd.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = softflowd.kill();
-            let _ = softflowd.wait();
-            let _ = tcpdump.kill();
-            let _ = tcpdump.wait();
-            bail!(
-                "softflowd -v {version} did not finish within 30 s: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        if ctl.exists() {
-            let _ = Command::new("softflowctl")
-                .arg("-c")
-                .arg(&ctl)
-                .arg("statistics")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    // Let tcpdump write the last datagrams, then stop it (its pid is tcpdump's own:
-    // `ip netns exec` execs it).
-    std::thread::sleep(Duration::from_millis(300));
-    let pid = libc::pid_t::try_from(tcpdump.id())?;
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
-    tcpdump.wait()?;
-    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
-    if !status.success() {
-        bail!("softflowd -v {version} failed ({status}): {log_text}");
-    }
-    let tcpdump_text = std::fs::read_to_string(&tcpdump_log).unwrap_or_default();
-    let dropped = tcpdump_text
-        .lines()
-        .find_map(|l| l.strip_suffix(" packets dropped by kernel"))
-        .and_then(|n| n.trim().parse::<u64>().ok());
-    if dropped != Some(0) {
-        bail!("tcpdump lost export packets: {tcpdump_text}");
-    }
-    // softflowd's summary at exit: "Flows exported: F (R records) in P packets (0 failures)".
-    let records = log_text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Flows exported: "))
-        .and_then(|rest| {
-            let (_, r) = rest.split_once('(')?;
-            let (records, rest) = r.split_once(" records) in ")?;
-            let (_, failures) = rest.split_once('(')?;
-            failures
-                .starts_with("0 failures")
-                .then(|| records.parse::<usize>().ok())?
-        })
-        .with_context(|| {
-            format!("softflowd -v {version} reported no export or failures: {log_text}")
-        })?;
-    Ok((pcap, records))
-}
 
 /// The records must describe the generated traffic: one record per unidirectional flow
 /// (IPv4 only for v5, which cannot carry IPv6), with its packet and byte counts, and
