@@ -414,33 +414,52 @@ impl RawRecord {
         }
     }
 
-    /// The one-out-of-N factor this record states, if it states one.
-    ///
-    /// Sources, in order: `samplingInterval` (34), `samplerRandomInterval` (50), the
-    /// RFC 5477 count-based pair `samplingPacketInterval`/`samplingPacketSpace`
-    /// (305/306: *interval* packets are taken, then *space* skipped, so the factor is
-    /// (interval + space) / interval), and `samplingPopulation`/`samplingSize`
-    /// (310/309: *size* out of every *population*, factor population / size).
-    /// Factors are rounded to the nearest integer and clamped to at least 1.
+    /// The one-out-of-N factor this record states, if it states one (see
+    /// [`sampling_factor`]).
     #[must_use]
     pub fn sampling_factor(&self) -> Option<u32> {
-        let f = if let Some(n) = self.sampling_interval.filter(|&n| n > 0) {
-            n
-        } else if let Some(n) = self.sampler_random_interval.filter(|&n| n > 0) {
-            n
-        } else if let Some(i) = self.packet_interval.filter(|&i| i > 0) {
-            let space = self.packet_space.unwrap_or(0);
-            (i.saturating_add(space).saturating_add(i / 2)) / i
-        } else if let (Some(s), Some(p)) = (
-            self.sampling_size.filter(|&s| s > 0),
+        sampling_factor(
+            self.sampling_interval,
+            self.sampler_random_interval,
+            self.packet_interval,
+            self.packet_space,
+            self.sampling_size,
             self.sampling_population,
-        ) {
-            (p.saturating_add(s / 2)) / s
-        } else {
-            return None;
-        };
-        Some(u32::try_from(f.max(1)).unwrap_or(u32::MAX))
+        )
     }
+}
+
+/// The one-out-of-N factor stated by a record's sampling elements, if they state one.
+///
+/// Sources, in order: `samplingInterval` (34), `samplerRandomInterval` (50), the
+/// RFC 5477 count-based pair `samplingPacketInterval`/`samplingPacketSpace`
+/// (305/306: *interval* packets are taken, then *space* skipped, so the factor is
+/// (interval + space) / interval), and `samplingPopulation`/`samplingSize`
+/// (310/309: *size* out of every *population*, factor population / size).
+/// Factors are rounded to the nearest integer and clamped to at least 1.
+#[must_use]
+#[inline]
+pub fn sampling_factor(
+    sampling_interval: Option<u64>,
+    sampler_random_interval: Option<u64>,
+    packet_interval: Option<u64>,
+    packet_space: Option<u64>,
+    sampling_size: Option<u64>,
+    sampling_population: Option<u64>,
+) -> Option<u32> {
+    let f = if let Some(n) = sampling_interval.filter(|&n| n > 0) {
+        n
+    } else if let Some(n) = sampler_random_interval.filter(|&n| n > 0) {
+        n
+    } else if let Some(i) = packet_interval.filter(|&i| i > 0) {
+        let space = packet_space.unwrap_or(0);
+        (i.saturating_add(space).saturating_add(i / 2)) / i
+    } else if let (Some(s), Some(p)) = (sampling_size.filter(|&s| s > 0), sampling_population) {
+        (p.saturating_add(s / 2)) / s
+    } else {
+        return None;
+    };
+    Some(u32::try_from(f.max(1)).unwrap_or(u32::MAX))
 }
 
 #[inline]

@@ -41,6 +41,7 @@ pub mod config;
 pub mod encode;
 pub mod error;
 pub mod ie;
+pub mod layout;
 pub mod record;
 pub mod snapshot;
 pub mod template;
@@ -56,6 +57,7 @@ use cache::{ExportCtx, ExporterState, Pending};
 pub use config::DecoderConfig;
 pub use error::{DecodeCounters, DecodeError};
 use ie::RawRecord;
+use layout::{Clocks, Layout};
 pub use record::{Direction, FlowRecord, IpfixJson};
 pub use snapshot::SnapshotError;
 use template::{Template, TemplateSpec};
@@ -667,6 +669,15 @@ fn decode_data<F: FnMut(&FlowRecord)>(
         template_id,
         ..FlowRecord::default()
     };
+    if let Some(layout) = &t.layout {
+        let clocks = Clocks {
+            export_ms: ctx.export_ms,
+            sys_uptime_ms: ctx.sys_uptime_ms,
+            domain_init_ms: *system_init_ms,
+        };
+        let records = body.chunks_exact(t.record_len);
+        return decode_fixed(layout, records, sampling, &clocks, cx, &mut rec, out);
+    }
     while !rest.is_empty() {
         let mut raw = RawRecord::EMPTY;
         let n = match t.decode_record(rest, &mut raw) {
@@ -714,6 +725,54 @@ fn decode_data<F: FnMut(&FlowRecord)>(
         cx.counters.records += 1;
         cx.summary.records += 1;
         out(&rec);
+    }
+}
+
+/// Decodes the records of a data set whose template has a [`Layout`]: the same records,
+/// counters and errors as the general loop in [`decode_data`], with the per-field
+/// decisions taken once per template and the sampling lookup once per sampler.
+///
+/// Kept out of line: as its own small function the loop keeps the layout in registers
+/// instead of spilling it around the general path's code.
+#[inline(never)]
+fn decode_fixed<F: FnMut(&FlowRecord)>(
+    layout: &Layout,
+    mut records: std::slice::ChunksExact<'_, u8>,
+    sampling: &cache::Sampling,
+    clocks: &Clocks,
+    cx: &mut PacketCtx,
+    rec: &mut FlowRecord,
+    out: &mut F,
+) {
+    // Sampling state changes only with options data, never inside a data set, so the
+    // interval of a sampler id is looked up once per run of records naming it.
+    let mut last: Option<(Option<u64>, u32)> = None;
+    for r in &mut records {
+        let interval = if let Some(own) = layout.record_sampling(r) {
+            own
+        } else {
+            let id = layout.sampler_id(r);
+            match last {
+                Some((seen, interval)) if seen == id => interval,
+                _ => {
+                    let interval = sampling.interval_for(id);
+                    last = Some((id, interval));
+                    interval
+                }
+            }
+        };
+        if layout.fill(r, clocks, interval, rec) {
+            cx.counters.uptime_without_init += 1;
+        }
+        cx.counters.records += 1;
+        cx.summary.records += 1;
+        out(rec);
+    }
+    // Fewer bytes than a record: padding, which must be zeros (RFC 7011 §3.3.1).
+    if records.remainder().iter().any(|&b| b != 0) {
+        cx.error(DecodeError::FieldPastEnd {
+            template_id: rec.template_id,
+        });
     }
 }
 

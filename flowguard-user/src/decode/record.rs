@@ -126,6 +126,7 @@ impl Default for FlowRecord {
 impl FlowRecord {
     /// Sets `raw_bytes`/`raw_packets` and the scaled `bytes`/`packets` for `interval`
     /// (0 is treated as 1, as RFC 3954 exporters send 0 for "not sampled").
+    #[inline]
     pub fn set_counts(&mut self, raw_bytes: u64, raw_packets: u64, interval: u32) {
         let interval = interval.max(1);
         self.sampling_interval = interval;

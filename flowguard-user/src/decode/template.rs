@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::DecodeError;
 use super::ie::{Ie, RawRecord};
+use super::layout::Layout;
 use super::wire::set::{FieldSpec, VARIABLE_LENGTH};
 
 /// One entry of a compiled field table.
@@ -52,6 +53,10 @@ pub struct Template {
     /// Fixed templates: only the fields the decoder uses, with offsets. Variable
     /// templates: every field in order, unknown ones included, since each must be walked.
     pub fields: Vec<CompiledField>,
+    /// Fixed data templates whose fields need no per-record decisions: each record field's
+    /// place, so records decode with one load per field ([`Layout`]). `None` sends records
+    /// through `fields` and [`RawRecord`].
+    pub layout: Option<Layout>,
     /// Time of the last definition or refresh (caller's clock, ms).
     pub last_seen_ms: u64,
     /// Insertion number, used to find the oldest template for eviction.
@@ -124,12 +129,18 @@ impl Template {
             }));
         }
         fields.shrink_to_fit();
+        let layout = if variable || spec.options {
+            None
+        } else {
+            Layout::new(&fields, offset)
+        };
         Ok((
             Self {
                 spec,
                 record_len: offset,
                 variable,
                 fields,
+                layout,
                 last_seen_ms: now_ms,
                 generation: 0,
             },
