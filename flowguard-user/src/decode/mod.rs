@@ -231,8 +231,9 @@ impl Decoder {
             now_ms,
             exporter,
         };
-        if !self.exporters.contains_key(&exporter)
-            && self.exporters.len() >= self.core.config.max_exporters
+        // Length first: the key is only hashed twice when the exporter cap is reached.
+        if self.exporters.len() >= self.core.config.max_exporters
+            && !self.exporters.contains_key(&exporter)
         {
             cx.error(DecodeError::ExporterLimit);
             self.counters.merge(&cx.counters);
@@ -589,16 +590,24 @@ impl Core {
     ) {
         let domain = ctx.observation_domain_id;
         let ttl = self.config.template_ttl_ms;
+        // One lookup of the domain and one of the template per data set: they are most of
+        // the per-set cost.
         if let Some(d) = state.domains.get_mut(&domain)
-            && d.templates
-                .get(&template_id)
-                .is_some_and(|t| cx.now_ms.saturating_sub(t.last_seen_ms) <= ttl)
+            && let cache::DomainState {
+                templates,
+                sampling,
+                system_init_ms,
+                ..
+            } = d
+            && let Some(t) = templates.get(&template_id)
+            && cx.now_ms.saturating_sub(t.last_seen_ms) <= ttl
         {
-            decode_data(
-                d,
+            decode_with(
+                t,
+                sampling,
+                system_init_ms,
                 cx,
                 ctx,
-                template_id,
                 body,
                 self.config.max_samplers_per_domain,
                 out,
@@ -661,6 +670,35 @@ fn decode_data<F: FnMut(&FlowRecord)>(
     let Some(t) = templates.get(&template_id) else {
         return;
     };
+    decode_with(
+        t,
+        sampling,
+        system_init_ms,
+        cx,
+        ctx,
+        body,
+        max_samplers,
+        out,
+    );
+}
+
+/// Decodes the records of one data set with template `t`, the domain's sampling and
+/// `systemInitTimeMilliseconds` (which options records update).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the borrowed parts of one DomainState, split so the template is looked up once"
+)]
+fn decode_with<F: FnMut(&FlowRecord)>(
+    t: &Template,
+    sampling: &mut cache::Sampling,
+    system_init_ms: &mut Option<u64>,
+    cx: &mut PacketCtx,
+    ctx: ExportCtx,
+    body: &[u8],
+    max_samplers: usize,
+    out: &mut F,
+) {
+    let template_id = t.spec.template_id;
     let mut rest = body;
     let mut rec = FlowRecord {
         exporter: cx.exporter,
