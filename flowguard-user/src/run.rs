@@ -123,6 +123,25 @@ fn start_detection(
     }))
 }
 
+/// The live watermark: the slowest active input's event time, minus the allowed lateness.
+fn advance_live(
+    shard: &mut DetectShard,
+    progress: &[Option<(u64, Instant)>],
+    open: &[usize],
+    idle: Duration,
+    out: &mut Vec<Finding>,
+) {
+    let slowest = open
+        .iter()
+        .filter_map(|&i| progress[i])
+        .filter(|(_, seen)| seen.elapsed() < idle)
+        .map(|(max, _)| max)
+        .min();
+    if let Some(t) = slowest {
+        shard.advance_to(t.saturating_sub(shard.lateness_ms()), out);
+    }
+}
+
 fn run_shard(
     config: &crate::detect::DetectConfig,
     factory: DetectorFactory,
@@ -132,26 +151,45 @@ fn run_shard(
 ) -> ShardStats {
     let mut shard = DetectShard::new(config, factory, id);
     let mut findings = Vec::new();
-    let mut open = receivers;
+    // Event time per input: a worker that is behind holds the watermark back, so its records
+    // are not late just because another worker's exporters are ahead. A worker that has
+    // sent nothing for IDLE_INPUT (wall clock) no longer holds it back.
+    const IDLE_INPUT: Duration = Duration::from_secs(5);
+    let mut progress: Vec<Option<(u64, Instant)>> = vec![None; receivers.len()];
+    let mut open: Vec<usize> = (0..receivers.len()).collect();
     while !open.is_empty() {
         let mut select = crossbeam_channel::Select::new();
-        for rx in &open {
-            select.recv(rx);
+        for &i in &open {
+            select.recv(&receivers[i]);
         }
-        let op = select.select();
-        let index = op.index();
-        match op.recv(&open[index]) {
-            Ok(batch) => {
-                for r in &batch {
-                    shard.observe(r, &mut findings);
+        let op = match select.select_timeout(IDLE_INPUT) {
+            Ok(op) => op,
+            Err(_) => {
+                advance_live(&mut shard, &progress, &open, IDLE_INPUT, &mut findings);
+                for f in findings.drain(..) {
+                    let _ = out.send(f);
                 }
+                continue;
+            }
+        };
+        let slot = op.index();
+        let input = open[slot];
+        match op.recv(&receivers[input]) {
+            Ok(batch) => {
+                let mut max = progress[input].map_or(0, |p| p.0);
+                for r in &batch {
+                    shard.observe_only(r);
+                    max = max.max(r.end_ms);
+                }
+                progress[input] = Some((max, Instant::now()));
+                advance_live(&mut shard, &progress, &open, IDLE_INPUT, &mut findings);
                 for f in findings.drain(..) {
                     let _ = out.send(f);
                 }
             }
             // That worker is done.
             Err(_) => {
-                open.swap_remove(index);
+                open.swap_remove(slot);
             }
         }
     }

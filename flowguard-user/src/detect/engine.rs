@@ -112,6 +112,16 @@ impl DetectShard {
     /// Feeds one record, advancing the watermark (and pushing findings) when event time has
     /// moved on by a step.
     pub fn observe(&mut self, record: &FlowRecord, out: &mut Vec<Finding>) {
+        self.observe_only(record);
+        if record.end_ms > self.max_end_ms {
+            self.max_end_ms = record.end_ms;
+            self.advance_to(self.max_end_ms.saturating_sub(self.lateness_ms), out);
+        }
+    }
+
+    /// Feeds one record without moving the watermark (the caller drives it with
+    /// [`advance_to`](Self::advance_to), e.g. from several inputs).
+    pub fn observe_only(&mut self, record: &FlowRecord) {
         self.records += 1;
         if record.end_ms < self.watermark_ms {
             self.late_records += 1;
@@ -119,16 +129,23 @@ impl DetectShard {
         for d in &mut self.detectors {
             d.observe(record);
         }
-        if record.end_ms > self.max_end_ms {
-            self.max_end_ms = record.end_ms;
-            let target = self.max_end_ms.saturating_sub(self.lateness_ms);
-            if target >= self.watermark_ms + WATERMARK_STEP_MS {
-                self.watermark_ms = target - target % WATERMARK_STEP_MS;
-                for d in &mut self.detectors {
-                    d.advance(self.watermark_ms, out);
-                }
+    }
+
+    /// Moves the watermark to `target_ms` (rounded down to a step; never backwards) and lets
+    /// the detectors close their windows.
+    pub fn advance_to(&mut self, target_ms: u64, out: &mut Vec<Finding>) {
+        if target_ms >= self.watermark_ms + WATERMARK_STEP_MS {
+            self.watermark_ms = target_ms - target_ms % WATERMARK_STEP_MS;
+            for d in &mut self.detectors {
+                d.advance(self.watermark_ms, out);
             }
         }
+    }
+
+    /// The allowed lateness this shard was configured with.
+    #[must_use]
+    pub fn lateness_ms(&self) -> u64 {
+        self.lateness_ms
     }
 
     /// End of input.
