@@ -191,19 +191,26 @@ struct RecordSampling {
     sampling_population: Slot,
 }
 
-/// Clocks of the message a record came in, for its times.
+/// Clocks of the message a data set came in, for its records' times.
 #[derive(Clone, Copy, Debug)]
-#[expect(
-    clippy::struct_field_names,
-    reason = "the unit is part of each name, as everywhere in the decoder"
-)]
 pub(crate) struct Clocks {
     /// Export time, Unix ms.
-    pub export_ms: u64,
-    /// v9 header sysUpTime (ms); `None` for IPFIX.
-    pub sys_uptime_ms: Option<u32>,
+    export_ms: u64,
+    uptime: UptimeBase,
+}
+
+/// Where sysUpTime-relative times are placed from, settled once per data set: the
+/// choice depends only on the template and the message, not on the record.
+#[derive(Clone, Copy, Debug)]
+enum UptimeBase {
+    /// The template carries `systemInitTimeMilliseconds` (160): each record's own.
+    PerRecord,
     /// `systemInitTimeMilliseconds` the domain learned from options data.
-    pub domain_init_ms: Option<u64>,
+    Init(u64),
+    /// The v9 header's sysUpTime, at the export time.
+    Header(u32),
+    /// Neither (IPFIX without 160): such times cannot be placed.
+    Unresolved,
 }
 
 /// Where each [`FlowRecord`] field of a fixed-length data template is (see the module
@@ -352,6 +359,27 @@ impl Layout {
         })
     }
 
+    /// The clocks for one data set of this template, from the message's export time and
+    /// sysUpTime (v9 only) and the domain's `systemInitTimeMilliseconds`, in the order of
+    /// preference `resolve_times` uses.
+    pub(crate) fn clocks(
+        &self,
+        export_ms: u64,
+        sys_uptime_ms: Option<u32>,
+        domain_init_ms: Option<u64>,
+    ) -> Clocks {
+        let uptime = if self.system_init.is_present() {
+            UptimeBase::PerRecord
+        } else if let Some(init) = domain_init_ms {
+            UptimeBase::Init(init)
+        } else if let Some(sys) = sys_uptime_ms {
+            UptimeBase::Header(sys)
+        } else {
+            UptimeBase::Unresolved
+        };
+        Clocks { export_ms, uptime }
+    }
+
     /// The sampler the record names (`samplerId` 48 / `selectorId` 302), if the template
     /// has one.
     #[inline]
@@ -455,13 +483,18 @@ impl Layout {
             }
             TimeSource::SysUpTime(s) => {
                 let up = s.load(rec) as u32;
-                if let Some(init) = self.system_init.get(rec).or(clocks.domain_init_ms) {
-                    Some(init.saturating_add(u64::from(up)))
-                } else if let Some(sys) = clocks.sys_uptime_ms {
-                    Some(super::uptime_to_unix_ms(clocks.export_ms, sys, up))
-                } else {
-                    *unresolved = true;
-                    None
+                match clocks.uptime {
+                    UptimeBase::PerRecord => {
+                        Some(self.system_init.load(rec).saturating_add(u64::from(up)))
+                    }
+                    UptimeBase::Init(init) => Some(init.saturating_add(u64::from(up))),
+                    UptimeBase::Header(sys) => {
+                        Some(super::uptime_to_unix_ms(clocks.export_ms, sys, up))
+                    }
+                    UptimeBase::Unresolved => {
+                        *unresolved = true;
+                        None
+                    }
                 }
             }
         }

@@ -708,11 +708,7 @@ fn decode_with<F: FnMut(&FlowRecord)>(
         ..FlowRecord::default()
     };
     if let Some(layout) = &t.layout {
-        let clocks = Clocks {
-            export_ms: ctx.export_ms,
-            sys_uptime_ms: ctx.sys_uptime_ms,
-            domain_init_ms: *system_init_ms,
-        };
+        let clocks = layout.clocks(ctx.export_ms, ctx.sys_uptime_ms, *system_init_ms);
         let records = body.chunks_exact(t.record_len);
         return decode_fixed(layout, records, sampling, &clocks, cx, &mut rec, out);
     }
