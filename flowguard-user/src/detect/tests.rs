@@ -734,6 +734,67 @@ fn flood_at_five_times_baseline_for_ten_seconds_is_found() {
     assert!(vol[0].evidence["peak_ratio"].as_f64().unwrap() >= 5.0);
 }
 
+/// A reflection flood exported as one 60 s record per reflector (UDP from port 53), to a
+/// victim whose other inbound traffic is sparse: the victim's next record, 110 s
+/// after the flood ends, pushes the whole episode through the series' ring in one pass, opening and
+/// closing the alert before any watermark step. It must still be reported.
+#[test]
+fn flood_opened_and_closed_in_one_pass_is_still_reported() {
+    let victim = ip("10.0.6.5");
+    let mut recs = Vec::new();
+    for i in 0..120u64 {
+        let t = DAY0 + i * 170_000;
+        recs.push(rec(
+            ip("198.51.100.7"),
+            victim,
+            40_000,
+            443,
+            6,
+            0x02,
+            60,
+            1,
+            t,
+            t,
+        ));
+    }
+    // Right after the victim's 64th record; its 65th comes 170 s later.
+    let t0 = DAY0 + 64 * 170_000 + 1_000;
+    for s in 0..200u32 {
+        let src = IpAddr::V4(Ipv4Addr::from(0xc633_6480 + s));
+        recs.push(rec(
+            src,
+            victim,
+            53,
+            34_000,
+            17,
+            0,
+            6_000 * 1200,
+            6_000,
+            t0,
+            t0 + 60_000,
+        ));
+    }
+    // Driven as `DetectShard` drives it: the watermark trails the latest end by the
+    // allowed lateness.
+    recs.sort_by_key(|r| (r.end_ms, r.start_ms));
+    let config = DetectConfig::default();
+    let mut det = VolumeDetector::new(&config);
+    let mut out = Vec::new();
+    for r in &recs {
+        det.observe(r);
+        det.advance(r.end_ms - config.allowed_lateness_ms, &mut out);
+    }
+    det.finish(&mut out);
+    let findings = by_key(&out);
+    findings.iter().for_each(check_finding);
+    let vol = of(&findings, Category::Volumetric);
+    assert_eq!(vol.len(), 1, "{vol:#?}");
+    assert_eq!(
+        (vol[0].kind.as_str(), vol[0].entities.dst),
+        ("victim", Some(victim))
+    );
+}
+
 #[test]
 fn single_source_flood_names_the_source() {
     let mut rng = Rng(31);

@@ -106,6 +106,18 @@ struct Alert {
     closing: bool,
 }
 
+impl Alert {
+    /// Whether closing this alert must go through [`VolumeDetector::emit`]: it was
+    /// reported (a last update with the whole episode), or it is still waiting for its
+    /// first report. A whole episode can open and close in one pass of
+    /// [`close_until`] when newer records push a series' ring forward before the
+    /// watermark does (a busy victim, a flood exported at its end); dropping it there
+    /// would lose the flood.
+    fn closes_with_report(&self) -> bool {
+        !self.suppressed && (self.reported > 0.0 || self.needs_emit)
+    }
+}
+
 #[derive(Debug, Default)]
 struct HoltWinters {
     level: [f32; 3],
@@ -416,9 +428,15 @@ impl VolumeDetector {
                     }
                     out.push(f);
                 }
-                if a.closing {
-                    s.alert = None;
-                }
+            }
+        }
+        // Closed alerts go only now, so that a source or the total closing in the same
+        // pass as its victim still sees the victim's alert and stays suppressed.
+        for &key in &keys {
+            if let Some(s) = self.series_get_mut(key)
+                && s.alert.as_ref().is_some_and(|a| a.closing && !a.needs_emit)
+            {
+                s.alert = None;
             }
         }
         keys.clear();
@@ -480,7 +498,13 @@ fn close_until(
         if let Some(a) = s.alert.as_mut() {
             a.quiet += u32::try_from(idle).unwrap_or(u32::MAX);
             if a.quiet >= QUIET_WINDOWS_TO_CLOSE {
-                s.alert = None;
+                if a.closes_with_report() {
+                    a.needs_emit = true;
+                    a.closing = true;
+                    events.push(());
+                } else {
+                    s.alert = None;
+                }
             }
         }
         s.prev = [0.0; 3];
@@ -564,6 +588,8 @@ fn close_until(
             }
             a.last_ms = end_ms;
             a.quiet = 0;
+            // The episode resumes before its closing update was emitted.
+            a.closing = false;
             a.windows += 1;
             a.ceiling |= ceiling;
             a.sampled |= s.sampled;
@@ -594,8 +620,8 @@ fn close_until(
             }
             if let Some(a) = s.alert.as_mut() {
                 a.quiet += 1;
-                if a.quiet >= QUIET_WINDOWS_TO_CLOSE {
-                    if a.reported > 0.0 && !a.suppressed {
+                if a.quiet >= QUIET_WINDOWS_TO_CLOSE && !a.closing {
+                    if a.closes_with_report() {
                         // A last update with the whole episode's peak and duration.
                         a.needs_emit = true;
                         a.closing = true;
