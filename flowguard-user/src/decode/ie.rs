@@ -86,6 +86,15 @@ pub enum Ie {
     FlowEndDeltaMicroseconds,
     /// 160 `systemInitTimeMilliseconds`.
     SystemInitTimeMilliseconds,
+    /// 322 `observationTimeSeconds`: when an event (e.g. a NAT translation, RFC 8158) was
+    /// observed; the record's time when it has no flow start/end.
+    ObservationTimeSeconds,
+    /// 323 `observationTimeMilliseconds`.
+    ObservationTimeMilliseconds,
+    /// 324 `observationTimeMicroseconds` (NTP format).
+    ObservationTimeMicroseconds,
+    /// 325 `observationTimeNanoseconds` (NTP format).
+    ObservationTimeNanoseconds,
     /// 176 `icmpTypeIPv4`.
     IcmpTypeIpv4,
     /// 177 `icmpCodeIPv4`.
@@ -169,6 +178,10 @@ impl Ie {
             158 => Self::FlowStartDeltaMicroseconds,
             159 => Self::FlowEndDeltaMicroseconds,
             160 => Self::SystemInitTimeMilliseconds,
+            322 => Self::ObservationTimeSeconds,
+            323 => Self::ObservationTimeMilliseconds,
+            324 => Self::ObservationTimeMicroseconds,
+            325 => Self::ObservationTimeNanoseconds,
             176 => Self::IcmpTypeIpv4,
             177 => Self::IcmpCodeIpv4,
             178 => Self::IcmpTypeIpv6,
@@ -256,6 +269,8 @@ pub struct RawRecord {
     pub start_uptime_ms: Option<u32>,
     pub end_uptime_ms: Option<u32>,
     pub system_init_ms: Option<u64>,
+    /// `observationTime*` (322–325), Unix ms: the event time of records without flow times.
+    pub observation_ms: Option<u64>,
     pub sampling_interval: Option<u64>,
     pub sampler_random_interval: Option<u64>,
     pub sampler_id: Option<u64>,
@@ -295,6 +310,7 @@ impl RawRecord {
         start_uptime_ms: None,
         end_uptime_ms: None,
         system_init_ms: None,
+        observation_ms: None,
         sampling_interval: None,
         sampler_random_interval: None,
         sampler_id: None,
@@ -360,6 +376,13 @@ impl RawRecord {
             Ie::FlowStartDeltaMicroseconds => self.start_delta_us = Some(be_uint(v)),
             Ie::FlowEndDeltaMicroseconds => self.end_delta_us = Some(be_uint(v)),
             Ie::SystemInitTimeMilliseconds => self.system_init_ms = Some(be_uint(v)),
+            Ie::ObservationTimeSeconds => {
+                self.observation_ms = Some(be_uint(v).saturating_mul(1000))
+            }
+            Ie::ObservationTimeMilliseconds => self.observation_ms = Some(be_uint(v)),
+            Ie::ObservationTimeMicroseconds | Ie::ObservationTimeNanoseconds => {
+                self.observation_ms = Some(ntp_to_unix_ms(be_uint(v)));
+            }
             Ie::SamplingInterval => self.sampling_interval = Some(be_uint(v)),
             Ie::SamplerRandomInterval => self.sampler_random_interval = Some(be_uint(v)),
             Ie::SamplerId | Ie::SelectorId => self.sampler_id = Some(be_uint(v)),

@@ -325,6 +325,12 @@ impl Layout {
                 // A frame is parsed per record, and its addresses apply only when the
                 // record has none: the general path handles it.
                 Ie::DataLinkFrameSection => return None,
+                // Event records (NAT logging, RFC 8158) are rare; their observation time
+                // stands in for flow times only when those are absent: general path.
+                Ie::ObservationTimeSeconds
+                | Ie::ObservationTimeMilliseconds
+                | Ie::ObservationTimeMicroseconds
+                | Ie::ObservationTimeNanoseconds => return None,
                 Ie::SamplingAlgorithm
                 | Ie::SamplerMode
                 | Ie::SelectorAlgorithm

@@ -887,7 +887,11 @@ fn resolve_times(raw: &RawRecord, ctx: &ExportCtx, domain_init: Option<u64>) -> 
     let (s, e) = match (start, end) {
         (Some(s), Some(e)) => (s, e),
         (Some(t), None) | (None, Some(t)) => (t, t),
-        (None, None) => (ctx.export_ms, ctx.export_ms),
+        // Event records (NAT translations, RFC 8158 §2) carry only an observation time.
+        (None, None) => {
+            let t = raw.observation_ms.unwrap_or(ctx.export_ms);
+            (t, t)
+        }
     };
     (s, e, unresolved)
 }
