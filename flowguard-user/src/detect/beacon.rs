@@ -85,7 +85,22 @@ struct SeriesKey {
 struct Event {
     /// Start, ms after the series base.
     t: u32,
+    /// Bytes of the connection's outbound record, or (bit 31, [`REPLY`]) of its reply
+    /// when only the reply was sampled.
     bytes: u32,
+}
+
+/// Bit of [`Event::bytes`] marking a connection seen only by its reply (sampled exports).
+const REPLY: u32 = 1 << 31;
+
+impl Event {
+    fn size(self) -> f64 {
+        f64::from(self.bytes & !REPLY)
+    }
+
+    fn is_reply(self) -> bool {
+        self.bytes & REPLY != 0
+    }
 }
 
 #[derive(Debug, Default)]
@@ -183,6 +198,31 @@ impl BeaconDetector {
         record.src_addr
     }
 
+    /// On sampled exports, a server's reply (an external service port to an internal
+    /// ephemeral port) turned around into the client's direction, when that is
+    /// eligible: a 1-packet beat's two directions are sampled independently, and either
+    /// one proves the connection. Unsampled, the client's own record is always there.
+    fn reply_flipped(&self, r: &FlowRecord) -> Option<FlowRecord> {
+        let c = &self.config;
+        let reply = r.sampling_interval > 1
+            && matches!(r.protocol, 6 | 17)
+            && !c.is_internal(r.src_addr)
+            && r.dst_port >= 1024
+            && r.src_port < r.dst_port
+            && (r.src_port < 1024 || r.dst_port >= 32_768);
+        if !reply {
+            return None;
+        }
+        let flipped = FlowRecord {
+            src_addr: r.dst_addr,
+            dst_addr: r.src_addr,
+            src_port: r.dst_port,
+            dst_port: r.src_port,
+            ..*r
+        };
+        self.eligible(&flipped).then_some(flipped)
+    }
+
     fn eligible(&self, r: &FlowRecord) -> bool {
         let c = &self.config;
         if !c.is_internal(r.src_addr) || common::is_group_or_unspecified(r.dst_addr) {
@@ -228,21 +268,70 @@ impl BeaconDetector {
         if events.len() < min || iv.len() + 1 < min {
             return None;
         }
-        sizes.extend(events.iter().map(|e| f64::from(e.bytes)));
         stats::sort(iv);
-        stats::sort(sizes);
         let iv_med = stats::median_sorted(iv);
         let iv_mad = stats::mad(iv, iv_med, tmp);
         let ts_skew = 1.0 - stats::bowley_skew(iv).abs();
         let ts_dispersion = (1.0 - (iv_mad / iv_med.max(1.0)) / 0.8).clamp(0.0, 1.0);
         let (period_fit, period_ms) = period_fit(iv);
-        let ts = f64::midpoint(ts_skew, ts_dispersion).max(period_fit);
-        let size_med = stats::median_sorted(sizes);
-        let size_mad = stats::mad(sizes, size_med, tmp);
-        let size = f64::midpoint(
-            1.0 - stats::bowley_skew(sizes).abs(),
-            (1.0 - (size_mad / size_med.max(1.0)) / 0.8).clamp(0.0, 1.0),
+        // On sampled exports, the beats that survive are a random subset and the jitter
+        // between them accumulates (after k beats of ±j jitter the phase spreads by about
+        // 0.58·j·√k periods), so no interval or period test survives 1:100; a thinned
+        // periodic series is a constant-rate one, with intervals as regular as a Poisson
+        // process' (coefficient of variation ≤ 1), while bursty traffic has a CV well
+        // above 1. Score that: 1 at CV ≤ 0.8, 0 at CV ≥ 1.3.
+        let iv_cv = {
+            let n = iv.len() as f64;
+            let mean = iv.iter().sum::<f64>() / n;
+            let var = iv.iter().map(|d| (d - mean) * (d - mean)).sum::<f64>() / n;
+            var.sqrt() / mean.max(1.0)
+        };
+        let thinned = if sampled {
+            ((1.3 - iv_cv) / 0.5).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let ts = f64::midpoint(ts_skew, ts_dispersion)
+            .max(period_fit)
+            .max(thinned);
+        // Sizes per direction: outbound records, and (sampled) replies standing in for
+        // unsampled outbound ones; each direction with 3 or more is scored, weighted by
+        // count.
+        let counts = [false, true].map(|r| events.iter().filter(|e| e.is_reply() == r).count());
+        let (mut size, mut weight) = (0.0, 0.0);
+        for (r, n) in [false, true].into_iter().zip(counts) {
+            if n < 3 && counts.iter().any(|&m| m >= 3) {
+                continue;
+            }
+            sizes.clear();
+            sizes.extend(
+                events
+                    .iter()
+                    .filter(|e| n < 3 || e.is_reply() == r)
+                    .map(|e| e.size()),
+            );
+            stats::sort(sizes);
+            let med = stats::median_sorted(sizes);
+            let mad = stats::mad(sizes, med, tmp);
+            let score = f64::midpoint(
+                1.0 - stats::bowley_skew(sizes).abs(),
+                (1.0 - (mad / med.max(1.0)) / 0.8).clamp(0.0, 1.0),
+            );
+            size += score * sizes.len() as f64;
+            weight += sizes.len() as f64;
+        }
+        let size = size / weight.max(1.0);
+        // The typical outbound size (all sizes when only replies were seen).
+        sizes.clear();
+        let outbound = counts[0] > 0;
+        sizes.extend(
+            events
+                .iter()
+                .filter(|e| !outbound || !e.is_reply())
+                .map(|e| e.size()),
         );
+        stats::sort(sizes);
+        let size_med = stats::median_sorted(sizes);
         // Histogram over the series span.
         let first = f64::from(events[0].t);
         let last = f64::from(events[events.len() - 1].t);
@@ -576,9 +665,16 @@ impl Detector for BeaconDetector {
             self.late += 1;
             return;
         }
-        if !self.eligible(record)
-            || self.filter.as_ref().is_some_and(|f| !f(record.src_addr))
-            || self.config.allowed(record)
+        let flipped;
+        let (record, reply) = if self.eligible(record) {
+            (record, false)
+        } else if let Some(f) = self.reply_flipped(record) {
+            flipped = f;
+            (&flipped, true)
+        } else {
+            return;
+        };
+        if self.filter.as_ref().is_some_and(|f| !f(record.src_addr)) || self.config.allowed(record)
         {
             return;
         }
@@ -609,13 +705,28 @@ impl Detector for BeaconDetector {
         s.dirty = true;
         s.sampled |= record.sampling_interval > 1;
         s.last_ms = s.last_ms.max(end);
-        let bytes = u32::try_from(record.bytes).unwrap_or(u32::MAX);
+        let bytes = u32::try_from(record.bytes)
+            .unwrap_or(u32::MAX)
+            .min(REPLY - 1);
+        let sampled = record.sampling_interval > 1;
+        // The same connection: a record the exporter split from the last one, or (sampled)
+        // any record of the last connection's client port, either direction. A sampled
+        // long-lived connection is one connection, not a train of beats.
         if let Some(last) = s.events.last_mut()
             && s.last_src_port == record.src_port
-            && start <= s.last_end_ms + SPLIT_GAP_MS
-            && start >= s.last_end_ms.saturating_sub(SPLIT_GAP_MS)
+            && (sampled
+                || (start <= s.last_end_ms + SPLIT_GAP_MS
+                    && start >= s.last_end_ms.saturating_sub(SPLIT_GAP_MS)))
         {
-            last.bytes = last.bytes.saturating_add(bytes);
+            match (last.is_reply(), reply) {
+                // The size score compares outbound sizes; a reply adds nothing to one.
+                (false, true) => {}
+                (true, false) => last.bytes = bytes,
+                (was_reply, _) => {
+                    last.bytes = ((last.bytes & !REPLY).saturating_add(bytes)).min(REPLY - 1)
+                        | if was_reply { REPLY } else { 0 };
+                }
+            }
             s.last_end_ms = s.last_end_ms.max(end);
             return;
         }
@@ -646,7 +757,10 @@ impl Detector for BeaconDetector {
             });
             s.decimation = s.decimation.saturating_mul(2);
         }
-        s.events.push(Event { t, bytes });
+        s.events.push(Event {
+            t,
+            bytes: bytes | if reply { REPLY } else { 0 },
+        });
         s.last_src_port = record.src_port;
         s.last_end_ms = end;
     }
