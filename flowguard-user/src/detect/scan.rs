@@ -235,7 +235,10 @@ impl ScanDetector {
                 }
             }
             17 => {
-                let response = r.src_port < 1024 && r.dst_port >= 1024;
+                // A reply from a service port, or a symmetric exchange between two service
+                // ports (NTP 123↔123, IKE 500↔500): a server answering, not probing.
+                let response =
+                    r.src_port < 1024 && (r.dst_port >= 1024 || r.dst_port == r.src_port);
                 (r.raw_packets <= 2
                     && r.raw_bytes <= 240
                     && !response

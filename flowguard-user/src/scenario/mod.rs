@@ -518,7 +518,9 @@ fn observe(attacks: &mut [AttackTruth], records: &[FlowRecord], labels: &[Label]
         a.observed_units = u.len() as u64;
         let min = match a.category {
             Category::PortScan => 5,
-            Category::Beaconing => 4,
+            // Six connections: RITA's floor and the beacon detector's default
+            // `min_connections`; fewer beats are indistinguishable from chance.
+            Category::Beaconing => 6,
             Category::Exfiltration | Category::Volumetric => 1,
         };
         a.observable = a.observed_units >= min.min(a.sent_units.max(1));
