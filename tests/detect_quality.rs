@@ -52,6 +52,8 @@ struct Attack {
     observable: bool,
     observed_units: u64,
     sent_units: u64,
+    start_ms: u64,
+    end_ms: u64,
 }
 
 #[derive(Debug)]
@@ -62,16 +64,24 @@ struct Found {
     dst: Option<String>,
     score: f64,
     summary: String,
+    first_seen_ms: u64,
+    last_seen_ms: u64,
 }
 
 impl Found {
     fn matches(&self, a: &Attack) -> bool {
+        if self.category != a.category {
+            return false;
+        }
+        // A site-wide finding (total traffic, no host) belongs to the attack it overlaps.
+        if self.src.is_none() && self.dst.is_none() {
+            return self.first_seen_ms <= a.end_ms && a.start_ms <= self.last_seen_ms;
+        }
         let ends = [a.src.as_ref(), a.dst.as_ref()];
-        self.category == a.category
-            && [self.src.as_ref(), self.dst.as_ref()]
-                .into_iter()
-                .flatten()
-                .any(|e| ends.contains(&Some(e)))
+        [self.src.as_ref(), self.dst.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|e| ends.contains(&Some(e)))
     }
 
     /// The attack's main entity in its role: the actor as the source, or (for a flood) the
@@ -134,6 +144,8 @@ fn attacks(truth: &Value) -> Vec<Attack> {
             observable: a["observable"].as_bool().expect("observable flag"),
             observed_units: a["observed_units"].as_u64().unwrap_or(0),
             sent_units: a["sent_units"].as_u64().unwrap_or(0),
+            start_ms: a["start_ms"].as_u64().unwrap_or(0),
+            end_ms: a["end_ms"].as_u64().unwrap_or(u64::MAX),
         })
         .collect()
 }
@@ -149,6 +161,8 @@ fn findings(report: &Value) -> Vec<Found> {
                 dst: str_field(&f["entities"], "dst"),
                 score: f["final_score"].as_f64().unwrap_or(0.0),
                 summary: str_field(f, "summary").unwrap_or_default(),
+                first_seen_ms: f["first_seen_ms"].as_u64().unwrap_or(0),
+                last_seen_ms: f["last_seen_ms"].as_u64().unwrap_or(u64::MAX),
             };
             // A finding is listed once, under its primary entity; keep it once anyway.
             if !out.iter().any(|o| {

@@ -10,10 +10,7 @@
 //!
 //! The JSON schema is versioned (`schema_version`); see README.md for the fields.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    net::IpAddr,
-};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
@@ -41,11 +38,11 @@ pub struct RankedFinding {
     pub finding: Finding,
 }
 
-/// All findings about one host.
+/// All findings about one host (or the whole site, for findings about total traffic).
 #[derive(Clone, Debug, Serialize)]
 pub struct EntityGroup {
-    /// The host.
-    pub entity: IpAddr,
+    /// The host's address, or `site` for findings about the site's total traffic.
+    pub entity: String,
     /// Best final score of its findings.
     pub score: f64,
     /// Severity of `score`.
@@ -71,14 +68,19 @@ pub struct Report {
     pub entities: Vec<EntityGroup>,
 }
 
-/// The host a finding is "about": the actor, or the victim for floods without one source.
+/// What a finding is "about": the actor, the victim of a flood, or (for a total-traffic
+/// finding with no host) the site.
 #[must_use]
-pub fn primary_entity(f: &Finding) -> Option<IpAddr> {
-    match f.category {
+pub fn primary_entity(f: &Finding) -> String {
+    let host = match f.category {
         Category::Volumetric => f.entities.dst.or(f.entities.src),
         _ => f.entities.src.or(f.entities.dst),
-    }
+    };
+    host.map_or_else(|| SITE.to_owned(), |h| h.to_string())
 }
+
+/// The entity name of site-wide findings.
+pub const SITE: &str = "site";
 
 /// Merges findings with the same key (highest score wins, times widened).
 #[must_use]
@@ -110,21 +112,17 @@ pub fn build_report(
     input: serde_json::Value,
 ) -> Report {
     let findings = dedupe(findings);
-    let mut categories_by_host: HashMap<IpAddr, Vec<Category>> = HashMap::new();
+    let mut categories_by_host: HashMap<String, Vec<Category>> = HashMap::new();
     for f in &findings {
-        if let Some(host) = primary_entity(f) {
-            let cats = categories_by_host.entry(host).or_default();
-            if !cats.contains(&f.category) {
-                cats.push(f.category);
-            }
+        let cats = categories_by_host.entry(primary_entity(f)).or_default();
+        if !cats.contains(&f.category) {
+            cats.push(f.category);
         }
     }
-    let mut groups: BTreeMap<IpAddr, Vec<RankedFinding>> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Vec<RankedFinding>> = BTreeMap::new();
     let mut summary: BTreeMap<String, u64> = BTreeMap::new();
     for f in findings {
-        let Some(host) = primary_entity(&f) else {
-            continue;
-        };
+        let host = primary_entity(&f);
         let mut modifiers = BTreeMap::new();
         if categories_by_host.get(&host).is_some_and(|c| c.len() > 1) {
             modifiers.insert("corroborated".to_owned(), CORROBORATED_BONUS);
@@ -295,8 +293,7 @@ mod tests {
         );
         assert_eq!(report.entities.len(), 2);
         assert_eq!(
-            report.entities[0].entity,
-            "10.0.0.2".parse::<IpAddr>().unwrap(),
+            report.entities[0].entity, "10.0.0.2",
             "0.9 beats 0.75 + 0.1"
         );
         assert_eq!(report.entities[0].findings.len(), 1, "same key merged");
@@ -314,6 +311,15 @@ mod tests {
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["schema_version"], 1);
         assert_eq!(json["entities"][1]["findings"][0]["mitre"], "T1046");
+    }
+
+    #[test]
+    fn site_wide_findings_are_kept_under_the_site() {
+        let mut total = finding(Category::Volumetric, "10.0.0.1", 0.8);
+        total.entities = Entities::default();
+        let report = build_report(vec![total], serde_json::json!({}));
+        assert_eq!(report.entities.len(), 1);
+        assert_eq!(report.entities[0].entity, SITE);
     }
 
     #[test]
