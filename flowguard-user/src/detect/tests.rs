@@ -795,6 +795,85 @@ fn flood_opened_and_closed_in_one_pass_is_still_reported() {
     );
 }
 
+/// An internal flood exported 1:100 sampled whose records reach the detector 250 s after
+/// they end, later than the allowed lateness (an IPFIX collector replays data sets it
+/// held for a template that had expired on a quiet exporter), while a busy host keeps the
+/// watermark moving and the victim's on-time queries close its slots. The flood must
+/// still be found, once, as the victim's; a late replay of normal traffic gives nothing.
+#[test]
+fn flood_arriving_after_the_allowed_lateness_is_found() {
+    let mut rng = Rng(34);
+    let victim = ip("10.0.0.53");
+    let attacker = ip("10.0.1.50");
+    let busy = ip("10.0.6.9");
+    let t0 = DAY0 + 40 * MIN;
+    let delay = 250_000;
+    let sampled = |mut r: FlowRecord, raw_bytes: u64, raw_packets: u64| {
+        r.set_counts(raw_bytes, raw_packets, 100);
+        r
+    };
+    // (arrival, record)
+    let mut arrivals: Vec<(u64, FlowRecord)> = Vec::new();
+    for r in service(busy, DAY0, DAY0 + HOUR, &mut rng) {
+        // The busy host's records from the flood's minutes come late with it.
+        let late = (t0 - MIN..t0 + 4 * MIN).contains(&r.end_ms);
+        let at = r.end_ms + if late { delay } else { 0 };
+        arrivals.push((at, r));
+    }
+    for i in 0..60u64 {
+        let t = DAY0 + i * MIN + rng.range(0, 30_000);
+        let q = rec(ip("10.0.1.20"), victim, 40_000, 53, 17, 0, 70, 1, t, t);
+        arrivals.push((t, sampled(q, 70, 1)));
+    }
+    for _ in 0..40 {
+        let start = t0 + rng.range(0, 500);
+        let raw = rng.range(110, 190);
+        let f = rec(
+            attacker,
+            victim,
+            50_000,
+            53,
+            17,
+            0,
+            0,
+            1,
+            start,
+            t0 + 30_000,
+        );
+        arrivals.push((f.end_ms + delay, sampled(f, raw * 90, raw)));
+    }
+    arrivals.sort_by_key(|(at, r)| (*at, r.end_ms));
+    // Driven as `DetectShard` drives it.
+    let config = DetectConfig::default();
+    let mut det = VolumeDetector::new(&config);
+    let mut out = Vec::new();
+    let mut max_end = 0;
+    for (_, r) in &arrivals {
+        det.observe(r);
+        if r.end_ms > max_end {
+            max_end = r.end_ms;
+            det.advance(max_end - config.allowed_lateness_ms, &mut out);
+        }
+    }
+    det.finish(&mut out);
+    assert!(det.late_records() >= 40, "{}", det.late_records());
+    let findings = by_key(&out);
+    findings.iter().for_each(check_finding);
+    let vol = of(&findings, Category::Volumetric);
+    assert_eq!(vol.len(), 1, "{vol:#?}");
+    let f = vol[0];
+    assert_eq!(
+        (f.kind.as_str(), f.entities.src, f.entities.dst),
+        ("victim", Some(attacker), Some(victim)),
+        "{f:#?}"
+    );
+    assert!(f.sampled_lower_bound);
+    assert!(
+        f.first_seen_ms <= t0 + 10_000 && f.last_seen_ms >= t0 + 30_000,
+        "{f:#?}"
+    );
+}
+
 #[test]
 fn single_source_flood_names_the_source() {
     let mut rng = Rng(31);

@@ -19,6 +19,13 @@
 //!   a day of history, it is above the Holt-Winters band (forecast + 1.96·RMSE);
 //! - or, for a destination, it exceeds a static ceiling (`ceiling_*`, FastNetMon style).
 //!
+//! Records that arrive after their slots have closed (beyond the allowed lateness: an
+//! IPFIX collector replays data sets it held for an expired template minutes later) are
+//! not dropped: a quiet series whose slots are still open takes them as usual, the others
+//! keep them in per-series late slots that are judged on their own at the next watermark
+//! step against the baselines as they stand. Late records alone are a lower bound of their
+//! window, so this adds no alert that on-time delivery would not have raised.
+//!
 //! Baselines learn only from normal windows, so a flood does not teach itself. The total
 //! uses additive Holt-Winters with 24 hourly seasonal terms (no trend term), enabled
 //! after one day. Idle series catch up in closed form when traffic returns.
@@ -73,6 +80,12 @@ use crate::decode::FlowRecord;
 pub const RING: usize = 16;
 const METRICS: [&str; 3] = ["bps", "pps", "flows_per_sec"];
 const QUIET_WINDOWS_TO_CLOSE: u32 = 3;
+/// Most closed slots a series holds late records for until they are judged.
+const LATE_SLOTS: usize = 4 * RING;
+
+/// A series' share of records that arrived after their slots had closed, per slot, judged
+/// on their own at the next watermark step.
+type Late = BTreeMap<u64, [f32; 3]>;
 
 /// Which series.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -141,6 +154,7 @@ struct Series {
     sampled: bool,
     alert: Option<Box<Alert>>,
     hw: Option<Box<HoltWinters>>,
+    late: Option<Box<Late>>,
     /// Weighted Boyer–Moore majority candidate among the counterparties.
     top_peer: Option<IpAddr>,
     top_weight: f32,
@@ -155,6 +169,8 @@ pub struct VolumeDetector {
     total: Series,
     active: Vec<VKey>,
     pending: Vec<VKey>,
+    /// Series holding late records.
+    late_keys: Vec<VKey>,
     filter: Option<HostFilter>,
     watermark_ms: u64,
     late: u64,
@@ -173,6 +189,7 @@ impl VolumeDetector {
             },
             active: Vec::new(),
             pending: Vec::new(),
+            late_keys: Vec::new(),
             filter: None,
             watermark_ms: 0,
             late: 0,
@@ -185,7 +202,8 @@ impl VolumeDetector {
         self.filter = Some(filter);
     }
 
-    /// Records ignored because they arrived later than the allowed lateness.
+    /// Records that arrived later than the allowed lateness (judged on their own, see
+    /// the module docs).
     #[must_use]
     pub fn late_records(&self) -> u64 {
         self.late
@@ -216,7 +234,8 @@ impl VolumeDetector {
         }
     }
 
-    /// Adds a record's share to `key`'s open slots.
+    /// Adds a record's share to `key`'s slots: to the ring where they are still open, to
+    /// the series' late slots where they have closed already.
     #[expect(
         clippy::cast_precision_loss,
         clippy::cast_possible_truncation,
@@ -233,6 +252,7 @@ impl VolumeDetector {
         let slot_ms = self.slot_ms();
         let cfg = self.config.volume.clone();
         let mut closed_out = Vec::new();
+        let mut new_late = false;
         let s = self.series_mut(key);
         if !s.started {
             s.started = true;
@@ -246,17 +266,30 @@ impl VolumeDetector {
             let new_head = last_slot + 1 - RING as u64;
             close_until(s, key, new_head, slot_ms, &cfg, &mut closed_out);
         }
-        let from = first_slot.max(s.head);
-        let to = last_slot.max(from);
-        let n = (to - from + 1) as f32;
+        // An even share per slot of [first, last]; a share whose slot this series has
+        // closed already (a record that arrived late) goes to the late slots instead of
+        // piling onto the oldest open slot.
+        let first_slot = first_slot.min(last_slot);
+        let n = (last_slot - first_slot + 1) as f32;
         let add = [r.bytes as f32 * 8.0 / n, r.packets as f32 / n, 1.0 / n];
-        for slot in from..=to {
-            let cell = &mut s.ring[(slot % RING as u64) as usize];
+        for slot in first_slot..=last_slot {
+            let cell = if slot >= s.head {
+                s.has_data = true;
+                &mut s.ring[(slot % RING as u64) as usize]
+            } else {
+                let late = s.late.get_or_insert_with(|| {
+                    new_late = true;
+                    Box::default()
+                });
+                if late.len() >= LATE_SLOTS && !late.contains_key(&slot) {
+                    continue;
+                }
+                late.entry(slot).or_default()
+            };
             for m in 0..3 {
                 cell[m] += add[m];
             }
         }
-        s.has_data = true;
         s.sampled |= r.sampling_interval > 1;
         if let Some(peer) = peer {
             let w = r.bytes as f32 + 1.0;
@@ -282,6 +315,58 @@ impl VolumeDetector {
         if !closed_out.is_empty() {
             self.pending.push(key);
         }
+        if new_late {
+            self.late_keys.push(key);
+        }
+    }
+
+    /// Judges the late slots on their own, against the series' baselines as they stand:
+    /// each `bucket_ms` window of late records alone is a lower bound of the window they
+    /// belong to, so an anomalous one opens (or extends) the series' alert, while the
+    /// baselines learn nothing from them. Runs after the on-time slots have closed, so
+    /// that a victim's alert is open when its source's or the total's is emitted.
+    #[expect(clippy::cast_precision_loss, reason = "rates")]
+    fn judge_late(&mut self) {
+        let slot_ms = self.slot_ms();
+        let window_s = (2 * slot_ms) as f64 / 1000.0;
+        let cfg = self.config.volume.clone();
+        let mut keys = std::mem::take(&mut self.late_keys);
+        for &key in &keys {
+            let Some(s) = self.series_get_mut(key) else {
+                continue;
+            };
+            let Some(late) = s.late.take() else {
+                continue;
+            };
+            let ends: std::collections::BTreeSet<u64> =
+                late.keys().flat_map(|&t| [t, t + 1]).collect();
+            let mut raised = false;
+            for t in ends {
+                let cur = late.get(&t).copied().unwrap_or_default();
+                let prev = t
+                    .checked_sub(1)
+                    .and_then(|p| late.get(&p).copied())
+                    .unwrap_or_default();
+                let window: [f64; 3] =
+                    std::array::from_fn(|m| f64::from(cur[m] + prev[m]) / window_s);
+                let end_ms = (t + 1) * slot_ms;
+                let (hit, baseline) = judge(s, key, window, end_ms, &cfg);
+                if let Some(hit) = hit {
+                    raise(s, hit, window, baseline, end_ms, slot_ms);
+                    raised = true;
+                }
+            }
+            if raised {
+                let newly_active = !s.in_active;
+                s.in_active = true;
+                if newly_active {
+                    self.active.push(key);
+                }
+                self.pending.push(key);
+            }
+        }
+        keys.clear();
+        self.late_keys = keys;
     }
 
     #[expect(clippy::cast_precision_loss, reason = "display")]
@@ -486,9 +571,6 @@ fn close_until(
 ) {
     let window_s = (2 * slot_ms) as f64 / 1000.0;
     let alpha = 2.0 / (2.0 * cfg.warmup_buckets.max(1) as f64 + 1.0);
-    let floors = [cfg.floor_bps, cfg.floor_pps, cfg.floor_flows_per_sec];
-    let ceilings = [cfg.ceiling_bps, cfg.ceiling_pps, cfg.ceiling_flows_per_sec];
-    let warm = f64::from(s.closed) >= 2.0 * cfg.warmup_buckets as f64;
     // Skip over a long idle stretch in closed form.
     if s.head + RING as u64 <= new_head && !s.has_data {
         let idle = new_head - s.head;
@@ -515,7 +597,6 @@ fn close_until(
         s.head = new_head;
         return;
     }
-    let _ = warm;
     while s.head < new_head {
         let idx = (s.head % RING as u64) as usize;
         let cur = s.ring[idx];
@@ -533,83 +614,10 @@ fn close_until(
         s.prev = cur;
         s.last_closed = slot;
         s.closed = s.closed.saturating_add(1);
-        let warm = f64::from(s.closed) >= 2.0 * cfg.warmup_buckets as f64;
         let end_ms = (slot + 1) * slot_ms;
-        let hw_forecast =
-            s.hw.as_ref()
-                .and_then(|hw| hw_ready(hw, end_ms).then(|| hw_predict(hw, end_ms)));
-        let mut hit = None::<(usize, f64, bool)>;
-        let mut baseline = [0.0; 3];
-        for m in 0..3 {
-            let x = window[m];
-            let mut base = f64::from(s.base[m].mean);
-            let mut band_ok = true;
-            if let Some((f, rmse)) = hw_forecast.map(|(f, e)| (f[m], e[m])) {
-                base = base.max(f);
-                band_ok = x > f + 1.96 * rmse;
-            }
-            let base = base.max(floors[m]);
-            baseline[m] = base;
-            let ratio = x / base;
-            let z_ok = !warm || s.base[m].z(x, floors[m] * 0.1) >= cfg.z_threshold;
-            let anomalous = ratio >= cfg.factor && z_ok && band_ok;
-            let ceiling = matches!(key, VKey::Victim(_)) && ceilings[m] > 0.0 && x >= ceilings[m];
-            if (anomalous || ceiling) && hit.is_none_or(|(_, r, _)| ratio > r) {
-                hit = Some((m, ratio, ceiling && !anomalous));
-            }
-        }
-        if let Some((metric, ratio, ceiling)) = hit {
-            let a = s.alert.get_or_insert_with(|| {
-                Box::new(Alert {
-                    first_ms: end_ms.saturating_sub(2 * slot_ms),
-                    last_ms: end_ms,
-                    peak: [0.0; 3],
-                    baseline,
-                    peak_ratio: 0.0,
-                    metric,
-                    windows: 0,
-                    quiet: 0,
-                    reported: 0.0,
-                    needs_emit: false,
-                    ceiling: false,
-                    sampled: s.sampled,
-                    peers: DistinctCounter::default(),
-                    top_peer: s.top_peer,
-                    top_weight: 0.0,
-                    top_share: 0.0,
-                    suppressed: false,
-                    closing: false,
-                })
-            });
-            if a.windows == 0
-                && let Some(p) = a.top_peer
-            {
-                a.peers.insert_hash(addr_hash(p));
-            }
-            a.last_ms = end_ms;
-            a.quiet = 0;
-            // The episode resumes before its closing update was emitted.
-            a.closing = false;
-            a.windows += 1;
-            a.ceiling |= ceiling;
-            a.sampled |= s.sampled;
-            for m in 0..3 {
-                a.peak[m] = a.peak[m].max(window[m]);
-            }
-            if ratio > a.peak_ratio {
-                a.peak_ratio = ratio;
-                a.metric = metric;
-                a.baseline = baseline;
-            }
-            if s.top_peer.is_some() && f64::from(s.top_weight) >= a.top_weight {
-                a.top_peer = s.top_peer;
-                a.top_weight = f64::from(s.top_weight);
-                // Boyer–Moore: the candidate's lead over all others is top_weight, so its
-                // share is about (1 + lead/total)/2.
-                a.top_share =
-                    0.5 * (1.0 + f64::from(s.top_weight) / f64::from(s.total_weight).max(1.0));
-            }
-            a.needs_emit = true;
+        let (hit, baseline) = judge(s, key, window, end_ms, cfg);
+        if let Some(hit) = hit {
+            raise(s, hit, window, baseline, end_ms, slot_ms);
             events.push(());
         } else {
             for m in 0..3 {
@@ -634,6 +642,109 @@ fn close_until(
         }
     }
     s.has_data = s.ring.iter().any(|c| c.iter().any(|&v| v != 0.0));
+}
+
+/// Judges one `bucket_ms` window of `s` ending at `end_ms` against its baselines (which it
+/// does not update): the metric with the largest ratio among the anomalous ones (or above
+/// a victim's static ceiling), with whether only the ceiling made it, and the baselines.
+fn judge(
+    s: &Series,
+    key: VKey,
+    window: [f64; 3],
+    end_ms: u64,
+    cfg: &VolumeConfig,
+) -> (Option<(usize, f64, bool)>, [f64; 3]) {
+    let floors = [cfg.floor_bps, cfg.floor_pps, cfg.floor_flows_per_sec];
+    let ceilings = [cfg.ceiling_bps, cfg.ceiling_pps, cfg.ceiling_flows_per_sec];
+    let warm = f64::from(s.closed) >= 2.0 * cfg.warmup_buckets as f64;
+    let hw_forecast =
+        s.hw.as_ref()
+            .and_then(|hw| hw_ready(hw, end_ms).then(|| hw_predict(hw, end_ms)));
+    let mut hit = None::<(usize, f64, bool)>;
+    let mut baseline = [0.0; 3];
+    for m in 0..3 {
+        let x = window[m];
+        let mut base = f64::from(s.base[m].mean);
+        let mut band_ok = true;
+        if let Some((f, rmse)) = hw_forecast.map(|(f, e)| (f[m], e[m])) {
+            base = base.max(f);
+            band_ok = x > f + 1.96 * rmse;
+        }
+        let base = base.max(floors[m]);
+        baseline[m] = base;
+        let ratio = x / base;
+        let z_ok = !warm || s.base[m].z(x, floors[m] * 0.1) >= cfg.z_threshold;
+        let anomalous = ratio >= cfg.factor && z_ok && band_ok;
+        let ceiling = matches!(key, VKey::Victim(_)) && ceilings[m] > 0.0 && x >= ceilings[m];
+        if (anomalous || ceiling) && hit.is_none_or(|(_, r, _)| ratio > r) {
+            hit = Some((m, ratio, ceiling && !anomalous));
+        }
+    }
+    (hit, baseline)
+}
+
+/// Opens `s`'s alert on an anomalous window ending at `end_ms`, or extends it (a late
+/// window may lie before the alert's first one), and marks it for emitting.
+fn raise(
+    s: &mut Series,
+    (metric, ratio, ceiling): (usize, f64, bool),
+    window: [f64; 3],
+    baseline: [f64; 3],
+    end_ms: u64,
+    slot_ms: u64,
+) {
+    let start_ms = end_ms.saturating_sub(2 * slot_ms);
+    let a = s.alert.get_or_insert_with(|| {
+        Box::new(Alert {
+            first_ms: start_ms,
+            last_ms: end_ms,
+            peak: [0.0; 3],
+            baseline,
+            peak_ratio: 0.0,
+            metric,
+            windows: 0,
+            quiet: 0,
+            reported: 0.0,
+            needs_emit: false,
+            ceiling: false,
+            sampled: s.sampled,
+            peers: DistinctCounter::default(),
+            top_peer: s.top_peer,
+            top_weight: 0.0,
+            top_share: 0.0,
+            suppressed: false,
+            closing: false,
+        })
+    });
+    if a.windows == 0
+        && let Some(p) = a.top_peer
+    {
+        a.peers.insert_hash(addr_hash(p));
+    }
+    a.first_ms = a.first_ms.min(start_ms);
+    a.last_ms = a.last_ms.max(end_ms);
+    a.quiet = 0;
+    // The episode resumes before its closing update was emitted.
+    a.closing = false;
+    a.windows += 1;
+    a.ceiling |= ceiling;
+    a.sampled |= s.sampled;
+    for m in 0..3 {
+        a.peak[m] = a.peak[m].max(window[m]);
+    }
+    if ratio > a.peak_ratio {
+        a.peak_ratio = ratio;
+        a.metric = metric;
+        a.baseline = baseline;
+    }
+    if s.top_peer.is_some() && f64::from(s.top_weight) >= a.top_weight {
+        a.top_peer = s.top_peer;
+        a.top_weight = f64::from(s.top_weight);
+        // Boyer–Moore: the candidate's lead over all others is top_weight, so its
+        // share is about (1 + lead/total)/2.
+        a.top_share = 0.5 * (1.0 + f64::from(s.top_weight) / f64::from(s.total_weight).max(1.0));
+    }
+    a.needs_emit = true;
 }
 
 const DAY_MS: u64 = 86_400_000;
@@ -695,8 +806,10 @@ impl Detector for VolumeDetector {
     fn observe(&mut self, record: &FlowRecord) {
         let end = common::event_ms(record);
         if end + self.config.allowed_lateness_ms < self.watermark_ms {
+            // Still counted: a quiet series may hold its slots open, and the others judge
+            // it with their late slots (an IPFIX collector replays data sets held for a
+            // missing template minutes later).
             self.late += 1;
-            return;
         }
         // Established TCP: data (big packets or PSH) or a long-lived ACK stream (the
         // reverse direction of a download). ACK floods are short tiny flows.
@@ -738,10 +851,12 @@ impl Detector for VolumeDetector {
             .saturating_sub(self.config.allowed_lateness_ms)
             / self.slot_ms();
         self.close_active(until);
+        self.judge_late();
         self.emit(out);
     }
 
     fn finish(&mut self, out: &mut Vec<Finding>) {
+        self.judge_late();
         let last = self
             .active
             .iter()
@@ -763,7 +878,14 @@ impl Detector for VolumeDetector {
                 .count()
                 * alert
             + size_of::<HoltWinters>()
-            + (self.active.capacity() + self.pending.capacity()) * size_of::<VKey>()
+            + (self.active.capacity() + self.pending.capacity() + self.late_keys.capacity())
+                * size_of::<VKey>()
+            + self
+                .late_keys
+                .iter()
+                .filter_map(|k| self.series_get(*k)?.late.as_ref())
+                .map(|l| size_of::<Late>() + l.len() * (size_of::<(u64, [f32; 3])>() + 8))
+                .sum::<usize>()
     }
 
     fn evictions(&self) -> u64 {
