@@ -178,19 +178,17 @@ pub fn replay(args: &ReplayArgs) -> Result<ReplayTotals> {
                     )]
                     let due =
                         Duration::from_nanos(((d.at_ns - first_ns) as f64 / args.speed) as u64);
-                    let elapsed = loop_start.elapsed();
-                    if due > elapsed {
+                    if let Some(wait) = due.checked_sub(loop_start.elapsed()) {
                         batch.flush(&sockets, &mut totals);
-                        std::thread::sleep(due - elapsed);
+                        std::thread::sleep(wait);
                     }
                 }
                 Rate::PacketsPerSecond(pps) => {
                     #[expect(clippy::cast_precision_loss, reason = "rates")]
                     let due = Duration::from_secs_f64(sent_in_rate as f64 / pps);
-                    let elapsed = started.elapsed();
-                    if due > elapsed {
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
                         batch.flush(&sockets, &mut totals);
-                        std::thread::sleep(due - elapsed);
+                        std::thread::sleep(wait);
                     }
                 }
                 Rate::Max => {}

@@ -123,6 +123,10 @@ fn start_detection(
     }))
 }
 
+/// A worker that has sent a detection shard nothing for this long (wall clock) no longer
+/// holds the shard's watermark back.
+const IDLE_INPUT: Duration = Duration::from_secs(5);
+
 /// The live watermark: the slowest active input's event time, minus the allowed lateness.
 fn advance_live(
     shard: &mut DetectShard,
@@ -154,7 +158,6 @@ fn run_shard(
     // Event time per input: a worker that is behind holds the watermark back, so its records
     // are not late just because another worker's exporters are ahead. A worker that has
     // sent nothing for IDLE_INPUT (wall clock) no longer holds it back.
-    const IDLE_INPUT: Duration = Duration::from_secs(5);
     let mut progress: Vec<Option<(u64, Instant)>> = vec![None; receivers.len()];
     let mut open: Vec<usize> = (0..receivers.len()).collect();
     while !open.is_empty() {

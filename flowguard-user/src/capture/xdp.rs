@@ -4,6 +4,10 @@
 //! `bpf_link` (kernel 5.9+), which the kernel detaches when the last file descriptor to it
 //! closes — so the program goes away with the process even after SIGKILL.
 
+// `XdpError` carries aya's error types (hundreds of bytes); it is returned once, at
+// start-up, never on a packet path, so boxing it would buy nothing.
+#![expect(clippy::result_large_err, reason = "set-up errors only; see above")]
+
 use std::time::Duration;
 
 use aya::{
