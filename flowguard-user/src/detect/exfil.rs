@@ -27,6 +27,13 @@
 //! `slow_horizon_ms`); at `slow_min_bytes` over at least `slow_min_windows` windows it is
 //! scored the same way, with persistence in place of the long-connection term.
 //!
+//! **Admission.** A pair gets state only once it has moved 1/64 of `min_bytes` (both
+//! directions, at least 64 kB) within a window, as estimated by a fixed-size count-min
+//! sketch (never an underestimate), so the millions of small pairs of an edge cost a
+//! fixed 2 MB rather than a map entry each. Every report needs `min_bytes` outbound, so
+//! no reportable pair is kept out; its sums leave out what it moved before admission
+//! (under 1/64 of the threshold). Stitched connections are kept for admitted pairs only.
+//!
 //! A pair is reported once per episode (its first kind sticks) and updated when the
 //! score rises by 0.1. Byte costs: pair ≈ 200 bytes, host baseline ≈ 170 bytes,
 //! stitched connection ≈ 110 bytes (only kept for records of ≥ 64 kB), prevalence entry
@@ -48,8 +55,9 @@ use std::{collections::BTreeMap, net::IpAddr};
 use super::{
     Category, Detector, Entities, Finding,
     common::{self, HostFilter, Prevalence, SAMPLED_CONFIDENCE, num},
-    config::DetectConfig,
+    config::{DetectConfig, ExfilConfig},
     lru::BoundedMap,
+    sketch::{CountMin, addr_hash, mix64},
     stats,
 };
 use crate::decode::FlowRecord;
@@ -152,6 +160,10 @@ pub struct ExfilDetector {
     hosts: BoundedMap<IpAddr, HostBase>,
     conns: BoundedMap<ConnKey, Conn>,
     prevalence: Prevalence,
+    /// Bytes (both directions) per pair in the current window, for admission.
+    admission: CountMin,
+    admission_window: u64,
+    admit_bytes: u32,
     filter: Option<HostFilter>,
     watermark_ms: u64,
     closed_window: u64,
@@ -172,6 +184,9 @@ impl ExfilDetector {
             hosts: BoundedMap::new(cap),
             conns: BoundedMap::new(cap),
             prevalence: Prevalence::new(cap),
+            admission: CountMin::new((cap / 4).clamp(1 << 10, 1 << 18)),
+            admission_window: 0,
+            admit_bytes: admit_bytes(&config.exfil),
             filter: None,
             watermark_ms: 0,
             closed_window: 0,
@@ -218,40 +233,16 @@ impl ExfilDetector {
 
     /// Closes the current window of `key` (if it has data) and scores it.
     fn close_pair(&mut self, key: (IpAddr, IpAddr)) -> Option<Finding> {
+        let p = self.pairs.get_mut(&key)?;
+        let (w, sums) = roll_pair(&self.config.exfil, p)?;
+        self.score_pair(key, w, sums)
+    }
+
+    /// Scores a pair whose window `w` (with `sums`) was just rolled by [`roll_pair`].
+    fn score_pair(&mut self, key: (IpAddr, IpAddr), w: u64, sums: WindowSums) -> Option<Finding> {
         let cfg = &self.config.exfil;
         let window_ms = cfg.window_ms.max(1);
         let p = self.pairs.get_mut(&key)?;
-        let w = p.window;
-        let sums = std::mem::take(&mut p.cur);
-        if sums.records == 0 {
-            return None;
-        }
-        // Slow accumulator: consecutive active windows, one idle window tolerated.
-        if sums.out > 0 {
-            let s = &mut p.slow;
-            let contiguous = s.windows > 0 && w <= s.last_window + 2;
-            let within = (w + 1).saturating_sub(s.first_window) * window_ms <= cfg.slow_horizon_ms;
-            if !(contiguous && within) {
-                s.out = 0;
-                s.inn = 0;
-                s.windows = 0;
-                s.conns = 0;
-                s.records = 0;
-                s.long_ms = 0;
-                s.sampled = false;
-                s.first_window = w;
-                s.first_ms = sums.first_ms;
-            }
-            s.out += sums.out;
-            s.inn += sums.inn;
-            s.windows += 1;
-            s.conns += sums.conns;
-            s.records += sums.records;
-            s.long_ms = s.long_ms.max(sums.long_ms);
-            s.sampled |= sums.sampled;
-            s.last_window = w;
-            s.last_ms = sums.last_ms;
-        }
         let slow = p.slow;
         let (reported, kind) = (p.reported, p.kind);
         let episode_first = p.episode_first_ms;
@@ -489,15 +480,18 @@ impl ExfilDetector {
 
     /// Closes every pair and host window before `window` (sorted, for determinism).
     fn close_windows_before(&mut self, window: u64, out: &mut Vec<Finding>) {
-        let mut keys: Vec<(IpAddr, IpAddr)> = self
+        // Rolling is per pair and order-free; only the few pairs that may be reported
+        // are scored, in key order (deterministic output).
+        let cfg = &self.config.exfil;
+        let mut ready: Vec<((IpAddr, IpAddr), u64, WindowSums)> = self
             .pairs
-            .iter()
+            .iter_mut()
             .filter(|(_, p)| p.window < window && p.cur.records > 0)
-            .map(|(k, _)| *k)
+            .filter_map(|(k, p)| roll_pair(cfg, p).map(|(w, sums)| (*k, w, sums)))
             .collect();
-        keys.sort_unstable();
-        for key in keys {
-            if let Some(f) = self.close_pair(key) {
+        ready.sort_unstable_by_key(|r| r.0);
+        for (key, w, sums) in ready {
+            if let Some(f) = self.score_pair(key, w, sums) {
                 out.push(f);
             }
         }
@@ -510,6 +504,60 @@ impl ExfilDetector {
         self.pairs
             .retain(|_, p| p.cur.records > 0 || p.slow.last_window + 2 >= window);
     }
+}
+
+/// Ends the current window of a pair: takes its sums and folds them into the slow
+/// accumulator (consecutive active windows, one idle window tolerated). Returns the
+/// window and its sums when the pair could be reported now (bulk volume reached, or a
+/// slow run long and large enough); scoring is skipped for every other pair, which
+/// cannot pass either test whatever the rest of the score.
+fn roll_pair(cfg: &ExfilConfig, p: &mut Pair) -> Option<(u64, WindowSums)> {
+    let window_ms = cfg.window_ms.max(1);
+    let w = p.window;
+    let sums = std::mem::take(&mut p.cur);
+    if sums.records == 0 {
+        return None;
+    }
+    if sums.out > 0 {
+        let s = &mut p.slow;
+        let contiguous = s.windows > 0 && w <= s.last_window + 2;
+        let within = (w + 1).saturating_sub(s.first_window) * window_ms <= cfg.slow_horizon_ms;
+        if !(contiguous && within) {
+            s.out = 0;
+            s.inn = 0;
+            s.windows = 0;
+            s.conns = 0;
+            s.records = 0;
+            s.long_ms = 0;
+            s.sampled = false;
+            s.first_window = w;
+            s.first_ms = sums.first_ms;
+        }
+        s.out += sums.out;
+        s.inn += sums.inn;
+        s.windows += 1;
+        s.conns += sums.conns;
+        s.records += sums.records;
+        s.long_ms = s.long_ms.max(sums.long_ms);
+        s.sampled |= sums.sampled;
+        s.last_window = w;
+        s.last_ms = sums.last_ms;
+    }
+    let slow = &p.slow;
+    let bulk = sums.out >= cfg.min_bytes;
+    let slow_ready = slow.out >= cfg.slow_min_bytes.max(cfg.min_bytes)
+        && slow.windows as usize >= cfg.slow_min_windows
+        && slow.last_window == w;
+    (bulk || slow_ready).then_some((w, sums))
+}
+
+/// Bytes (both directions) a pair moves in one window before it gets state: 1/64 of
+/// `min_bytes` (at least 64 kB). Every report needs `min_bytes` outbound in a window
+/// (bulk) or over a slow run, so a pair below this cannot be reported; what a reported
+/// pair moved before it was admitted (under 1/64 of the threshold each way) is left out
+/// of its sums.
+fn admit_bytes(cfg: &ExfilConfig) -> u32 {
+    u32::try_from((cfg.min_bytes / 64).max(CONN_MIN_BYTES)).unwrap_or(u32::MAX)
 }
 
 fn pcr(out: u64, inn: u64) -> f64 {
@@ -576,6 +624,18 @@ impl Detector for ExfilDetector {
             hb.out += record.bytes;
         }
         let key = (host, peer);
+        if self.pairs.get(&key).is_none() {
+            // Admission: a pair gets state once it moved `admit_bytes` in a window.
+            if w > self.admission_window {
+                self.admission.clear();
+                self.admission_window = w;
+            }
+            let h = mix64(addr_hash(host) ^ addr_hash(peer).rotate_left(29));
+            let moved = u32::try_from(record.bytes).unwrap_or(u32::MAX);
+            if self.admission.add(h, moved) < self.admit_bytes {
+                return;
+            }
+        }
         let p = self.pairs.get_or_insert_with(key, || Pair {
             window: w,
             ..Pair::default()
@@ -677,6 +737,7 @@ impl Detector for ExfilDetector {
             + self.hosts.shallow_bytes()
             + self.conns.shallow_bytes()
             + self.prevalence.state_bytes()
+            + self.admission.bytes()
             + (self.scratch.capacity() + self.scratch2.capacity()) * 8
     }
 

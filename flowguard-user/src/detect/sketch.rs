@@ -198,6 +198,58 @@ impl LinearCounter {
     }
 }
 
+/// A count-min sketch (Cormode and Muthukrishnan 2005) of saturating 32-bit counters in
+/// two rows, used as an admission filter: per-key state is created only once a key's
+/// estimated total reaches a threshold. The estimate never falls below the true total
+/// (collisions only add), so no key that reaches the threshold is ever kept out; keys
+/// that never do (almost all of them, for per-pair state) cost a few bytes of a fixed
+/// table instead of a map entry. Memory: 2 × `width` × 4 bytes, fixed.
+#[derive(Clone, Debug)]
+pub struct CountMin {
+    rows: Box<[u32]>,
+    mask: usize,
+}
+
+impl CountMin {
+    /// A sketch of two rows of `width` counters (rounded up to a power of two, at least
+    /// 64).
+    #[must_use]
+    pub fn new(width: usize) -> Self {
+        let width = width.max(64).next_power_of_two();
+        Self {
+            rows: vec![0; 2 * width].into_boxed_slice(),
+            mask: width - 1,
+        }
+    }
+
+    /// Adds `amount` to the counters of a (well-mixed) `hash`; returns the new estimate.
+    #[inline]
+    pub fn add(&mut self, hash: u64, amount: u32) -> u32 {
+        #[expect(clippy::cast_possible_truncation, reason = "masked to the width")]
+        let (a, b) = (
+            hash as usize & self.mask,
+            (hash >> 32) as usize & self.mask,
+        );
+        let width = self.mask + 1;
+        let x = self.rows[a].saturating_add(amount);
+        self.rows[a] = x;
+        let y = self.rows[width + b].saturating_add(amount);
+        self.rows[width + b] = y;
+        x.min(y)
+    }
+
+    /// Forgets everything (a new generation).
+    pub fn clear(&mut self) {
+        self.rows.fill(0);
+    }
+
+    /// Bytes held.
+    #[must_use]
+    pub fn bytes(&self) -> usize {
+        self.rows.len() * 4
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,6 +270,20 @@ mod tests {
         let est = d.count();
         assert!((est - 100_000.0).abs() / 100_000.0 < 0.2, "estimate {est}");
         assert_eq!(d.heap_bytes(), 256);
+    }
+
+    #[test]
+    fn count_min_never_underestimates() {
+        let mut c = CountMin::new(64);
+        let mut truth = vec![0u32; 1000];
+        for i in 0..20_000u64 {
+            let k = mix64(i * 7) % 1000;
+            truth[k as usize] += 3;
+            let est = c.add(mix64(k), 3);
+            assert!(est >= truth[k as usize]);
+        }
+        c.clear();
+        assert_eq!(c.add(mix64(5), 1), 1);
     }
 
     #[test]
