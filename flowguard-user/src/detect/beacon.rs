@@ -35,6 +35,13 @@
 //! Prevalence is counted per shard (each shard sees its own hosts' clients); feed the
 //! global count with [`BeaconDetector::set_prevalence`] for exact damping.
 //!
+//! Admission: a key's first connection is held in a compact first-seen table (≈ 65 bytes
+//! per key with its index, no heap); its second connection promotes it to a series with
+//! both events, so the one-off (source, destination, port) keys of ordinary browsing
+//! never get a series. Scoring is skipped for a series whose best possible score (every
+//! timing, size and histogram term at 1) stays below the threshold after prevalence
+//! damping, which is the case for destinations that many internal hosts use.
+//!
 //! Byte cost per series: ≈ 130 bytes (slot, index, timing state) + 8 bytes per kept
 //! connection (≤ `max_timestamps`; when full, every other connection is dropped and the
 //! decimation factor doubles, which keeps the period structure and the coverage).
@@ -65,7 +72,7 @@ use super::{
     common::{self, HostFilter, Prevalence, SAMPLED_CONFIDENCE, num},
     config::DetectConfig,
     lru::BoundedMap,
-    stats,
+    sketch, stats,
 };
 use crate::decode::FlowRecord;
 
@@ -116,6 +123,18 @@ struct Series {
     reported: f32,
 }
 
+/// A key seen with one connection so far (a series of one event, compactly): 48 bytes
+/// of slot against ~130 for a series and its event vector.
+#[derive(Clone, Copy, Debug)]
+struct FirstSeen {
+    base_ms: u64,
+    last_end_ms: u64,
+    last_ms: u64,
+    event: Event,
+    last_src_port: u16,
+    sampled: bool,
+}
+
 /// The result of scoring one series.
 #[derive(Clone, Copy, Debug, Default)]
 struct Scored {
@@ -140,6 +159,8 @@ struct Scored {
 pub struct BeaconDetector {
     config: DetectConfig,
     series: BoundedMap<SeriesKey, Series>,
+    /// Keys with one connection so far, by a 64-bit hash of the [`SeriesKey`].
+    first: BoundedMap<u64, FirstSeen>,
     pair_reported: BoundedMap<(IpAddr, IpAddr), f32>,
     prevalence: Prevalence,
     filter: Option<HostFilter>,
@@ -158,6 +179,7 @@ impl BeaconDetector {
         Self {
             config: config.clone(),
             series: BoundedMap::new(cap),
+            first: BoundedMap::new(cap),
             pair_reported: BoundedMap::new(cap),
             prevalence: Prevalence::new(cap),
             filter: None,
@@ -253,8 +275,33 @@ impl BeaconDetector {
         decimation: u32,
         sampled: bool,
         dst: IpAddr,
+        need: f64,
     ) -> Option<Scored> {
         let min = self.config.beacon.min_connections.max(3);
+        if events.len() < min {
+            return None;
+        }
+        // The most this series can score: every other term is at most 1, so the raw score
+        // is at most 0.75 + 0.25·coverage; with the damping of a prevalent destination
+        // that can stay below `need`, and then nothing is reported whatever the timing,
+        // so the statistics are not computed at all.
+        let (first_ms, last_ms) = (
+            base_ms + u64::from(events[0].t),
+            base_ms + u64::from(events[events.len() - 1].t),
+        );
+        let data_span = self
+            .watermark_ms
+            .max(last_ms)
+            .saturating_sub(self.data_first_ms.min(first_ms))
+            .min(self.config.beacon.horizon_ms)
+            .max(1);
+        let coverage = ((last_ms - first_ms) as f64 / data_span as f64).clamp(0.0, 1.0);
+        let hosts = self.prevalence.hosts(dst);
+        let damp = common::prevalence_damping(hosts, self.config.prevalence_hosts);
+        let conf = if sampled { SAMPLED_CONFIDENCE } else { 1.0 };
+        if (0.75 + 0.25 * coverage) * damp * conf < need - 1e-9 {
+            return None;
+        }
         let [iv, sizes, tmp] = &mut self.scratch;
         iv.clear();
         sizes.clear();
@@ -378,15 +425,6 @@ impl BeaconDetector {
             0.0
         };
         let hist = (1.0 - cv).max(bimodal).max(poisson_flat).clamp(0.0, 1.0);
-        let first_ms = base_ms + u64::from(events[0].t);
-        let last_ms = base_ms + u64::from(events[events.len() - 1].t);
-        let data_span = self
-            .watermark_ms
-            .max(last_ms)
-            .saturating_sub(self.data_first_ms.min(first_ms))
-            .min(self.config.beacon.horizon_ms)
-            .max(1);
-        let coverage = ((last_ms - first_ms) as f64 / data_span as f64).clamp(0.0, 1.0);
         // Sampling destroys interval regularity (the observed beats are a random subset,
         // and jitter accumulates between them), so on sampled exports timing weighs less
         // and the rate, size and coverage regularity more.
@@ -395,9 +433,7 @@ impl BeaconDetector {
         } else {
             0.35 * ts + 0.20 * size + 0.20 * hist + 0.25 * coverage
         };
-        let hosts = self.prevalence.hosts(dst);
-        let damp = common::prevalence_damping(hosts, self.config.prevalence_hosts);
-        let score = raw * damp * if sampled { SAMPLED_CONFIDENCE } else { 1.0 };
+        let score = raw * damp * conf;
         Some(Scored {
             score,
             ts,
@@ -505,6 +541,7 @@ impl BeaconDetector {
         // Drop series silent for the whole horizon (the episode is over), and
         // connections that fell out of the horizon.
         self.series.retain(|_, s| s.last_ms + horizon >= now);
+        self.first.retain(|_, f| f.last_ms + horizon >= now);
         let mut keys: Vec<SeriesKey> = Vec::new();
         for (k, s) in self.series.iter_mut() {
             if !s.dirty {
@@ -538,7 +575,12 @@ impl BeaconDetector {
                 let events = std::mem::take(&mut s.events);
                 let (base, dec, sampled, reported) =
                     (s.base_ms, s.decimation, s.sampled, s.reported);
-                let scored = self.score_events(&events, base, dec, sampled, dst);
+                let need = if reported > 0.0 {
+                    threshold.max(f64::from(reported) + 0.1)
+                } else {
+                    threshold
+                };
+                let scored = self.score_events(&events, base, dec, sampled, dst, need);
                 let s = self.series.get_mut(key).expect("present");
                 s.events = events;
                 any_reported |= reported > 0.0;
@@ -594,10 +636,16 @@ impl BeaconDetector {
                 bytes,
             })
             .collect();
-        let Some(sc) = self.score_events(&events, base, decimation, sampled, dst) else {
+        let reported = self.pair_reported.get(&(src, dst)).copied().unwrap_or(0.0);
+        let threshold = self.config.beacon.threshold;
+        let need = if reported > 0.0 {
+            threshold.max(f64::from(reported) + 0.1)
+        } else {
+            threshold
+        };
+        let Some(sc) = self.score_events(&events, base, decimation, sampled, dst, need) else {
             return;
         };
-        let reported = self.pair_reported.get(&(src, dst)).copied().unwrap_or(0.0);
         if sc.score >= self.config.beacon.threshold
             && (reported == 0.0 || sc.score >= f64::from(reported) + 0.1)
         {
@@ -610,6 +658,43 @@ impl BeaconDetector {
             out.push(self.build(src, dst, ports, &sc, sampled));
         }
     }
+}
+
+/// When a record (client port `src_port`, `[start, end]`) is the same connection as the
+/// last one (a record the exporter split from it, or, sampled, any record of its client
+/// port), folds its bytes into `last` and returns true.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the two callers hold different structs"
+)]
+fn fold_same_connection(
+    last: &mut Event,
+    last_src_port: u16,
+    last_end_ms: &mut u64,
+    src_port: u16,
+    (start, end): (u64, u64),
+    bytes: u32,
+    reply: bool,
+    sampled: bool,
+) -> bool {
+    if last_src_port != src_port
+        || !(sampled
+            || (start <= *last_end_ms + SPLIT_GAP_MS
+                && start >= last_end_ms.saturating_sub(SPLIT_GAP_MS)))
+    {
+        return false;
+    }
+    match (last.is_reply(), reply) {
+        // The size score compares outbound sizes; a reply adds nothing to one.
+        (false, true) => {}
+        (true, false) => last.bytes = bytes,
+        (was_reply, _) => {
+            last.bytes = ((last.bytes & !REPLY).saturating_add(bytes)).min(REPLY - 1)
+                | if was_reply { REPLY } else { 0 };
+        }
+    }
+    *last_end_ms = (*last_end_ms).max(end);
+    true
 }
 
 /// The period fit of sorted intervals: (score in [0, 1], base period in ms).
@@ -697,37 +782,74 @@ impl Detector for BeaconDetector {
             protocol: record.protocol,
         };
         let max_events = self.config.beacon.max_timestamps.max(16);
-        let s = self.series.get_or_insert_with(key, || Series {
-            base_ms: start,
-            decimation: 1,
-            ..Series::default()
-        });
-        s.dirty = true;
-        s.sampled |= record.sampling_interval > 1;
-        s.last_ms = s.last_ms.max(end);
         let bytes = u32::try_from(record.bytes)
             .unwrap_or(u32::MAX)
             .min(REPLY - 1);
         let sampled = record.sampling_interval > 1;
+        if self.series.get(&key).is_none() {
+            // Admission: a key's first connection waits in the compact first-seen table;
+            // the second one promotes it to a series (the same state, event for event).
+            let fk = sketch::hash_of(&key);
+            let Some(f) = self.first.get_mut(&fk) else {
+                self.first.get_or_insert_with(fk, || FirstSeen {
+                    base_ms: start,
+                    last_end_ms: end,
+                    last_ms: end,
+                    event: Event {
+                        t: 0,
+                        bytes: bytes | if reply { REPLY } else { 0 },
+                    },
+                    last_src_port: record.src_port,
+                    sampled,
+                });
+                return;
+            };
+            f.sampled |= sampled;
+            f.last_ms = f.last_ms.max(end);
+            if fold_same_connection(
+                &mut f.event,
+                f.last_src_port,
+                &mut f.last_end_ms,
+                record.src_port,
+                (start, end),
+                bytes,
+                reply,
+                sampled,
+            ) {
+                return;
+            }
+            let f = self.first.remove(&fk).expect("present");
+            self.series.get_or_insert_with(key, || Series {
+                base_ms: f.base_ms,
+                events: vec![f.event],
+                decimation: 1,
+                last_src_port: f.last_src_port,
+                last_end_ms: f.last_end_ms,
+                last_ms: f.last_ms,
+                sampled: f.sampled,
+                dirty: true,
+                reported: 0.0,
+            });
+        }
+        let s = self.series.get_mut(&key).expect("present");
+        s.dirty = true;
+        s.sampled |= sampled;
+        s.last_ms = s.last_ms.max(end);
         // The same connection: a record the exporter split from the last one, or (sampled)
         // any record of the last connection's client port, either direction. A sampled
         // long-lived connection is one connection, not a train of beats.
         if let Some(last) = s.events.last_mut()
-            && s.last_src_port == record.src_port
-            && (sampled
-                || (start <= s.last_end_ms + SPLIT_GAP_MS
-                    && start >= s.last_end_ms.saturating_sub(SPLIT_GAP_MS)))
+            && fold_same_connection(
+                last,
+                s.last_src_port,
+                &mut s.last_end_ms,
+                record.src_port,
+                (start, end),
+                bytes,
+                reply,
+                sampled,
+            )
         {
-            match (last.is_reply(), reply) {
-                // The size score compares outbound sizes; a reply adds nothing to one.
-                (false, true) => {}
-                (true, false) => last.bytes = bytes,
-                (was_reply, _) => {
-                    last.bytes = ((last.bytes & !REPLY).saturating_add(bytes)).min(REPLY - 1)
-                        | if was_reply { REPLY } else { 0 };
-                }
-            }
-            s.last_end_ms = s.last_end_ms.max(end);
             return;
         }
         if start < s.base_ms {
@@ -782,12 +904,14 @@ impl Detector for BeaconDetector {
                 .series
                 .iter()
                 .map(|(_, s)| s.last_ms)
+                .chain(self.first.iter().map(|(_, f)| f.last_ms))
                 .max()
                 .unwrap_or(0);
             self.watermark_ms = self.watermark_ms.max(last);
             self.evaluate(out);
         }
         self.series.clear();
+        self.first.clear();
     }
 
     fn state_bytes(&self) -> usize {
@@ -797,11 +921,15 @@ impl Detector for BeaconDetector {
                 .iter()
                 .map(|(_, s)| s.events.capacity() * size_of::<Event>())
                 .sum::<usize>()
+            + self.first.shallow_bytes()
             + self.pair_reported.shallow_bytes()
             + self.prevalence.state_bytes()
     }
 
     fn evictions(&self) -> u64 {
-        self.series.evictions() + self.pair_reported.evictions() + self.prevalence.evictions()
+        self.series.evictions()
+            + self.first.evictions()
+            + self.pair_reported.evictions()
+            + self.prevalence.evictions()
     }
 }
