@@ -159,6 +159,7 @@ struct Scored {
 pub struct BeaconDetector {
     config: DetectConfig,
     series: BoundedMap<SeriesKey, Series>,
+    home: sketch::HomeNets,
     /// Keys with one connection so far, by a 64-bit hash of the [`SeriesKey`].
     first: BoundedMap<u64, FirstSeen>,
     pair_reported: BoundedMap<(IpAddr, IpAddr), f32>,
@@ -179,6 +180,7 @@ impl BeaconDetector {
         Self {
             config: config.clone(),
             series: BoundedMap::new(cap),
+            home: sketch::HomeNets::new(&config.home_nets),
             first: BoundedMap::new(cap),
             pair_reported: BoundedMap::new(cap),
             prevalence: Prevalence::new(cap),
@@ -225,10 +227,9 @@ impl BeaconDetector {
     /// eligible: a 1-packet beat's two directions are sampled independently, and either
     /// one proves the connection. Unsampled, the client's own record is always there.
     fn reply_flipped(&self, r: &FlowRecord) -> Option<FlowRecord> {
-        let c = &self.config;
         let reply = r.sampling_interval > 1
             && matches!(r.protocol, 6 | 17)
-            && !c.is_internal(r.src_addr)
+            && !self.home.contains(r.src_addr)
             && r.dst_port >= 1024
             && r.src_port < r.dst_port
             && (r.src_port < 1024 || r.dst_port >= 32_768);
@@ -247,10 +248,10 @@ impl BeaconDetector {
 
     fn eligible(&self, r: &FlowRecord) -> bool {
         let c = &self.config;
-        if !c.is_internal(r.src_addr) || common::is_group_or_unspecified(r.dst_addr) {
+        if !self.home.contains(r.src_addr) || common::is_group_or_unspecified(r.dst_addr) {
             return false;
         }
-        if !c.beacon.include_internal_dst && c.is_internal(r.dst_addr) {
+        if !c.beacon.include_internal_dst && self.home.contains(r.dst_addr) {
             return false;
         }
         match r.protocol {

@@ -57,7 +57,7 @@ use super::{
     common::{self, HostFilter, Prevalence, SAMPLED_CONFIDENCE, num},
     config::{DetectConfig, ExfilConfig},
     lru::BoundedMap,
-    sketch::{CountMin, addr_hash, mix64},
+    sketch::{CountMin, HomeNets, addr_hash, mix64},
     stats,
 };
 use crate::decode::FlowRecord;
@@ -160,6 +160,7 @@ pub struct ExfilDetector {
     hosts: BoundedMap<IpAddr, HostBase>,
     conns: BoundedMap<ConnKey, Conn>,
     prevalence: Prevalence,
+    home: HomeNets,
     /// Bytes (both directions) per pair in the current window, for admission.
     admission: CountMin,
     admission_window: u64,
@@ -184,6 +185,7 @@ impl ExfilDetector {
             hosts: BoundedMap::new(cap),
             conns: BoundedMap::new(cap),
             prevalence: Prevalence::new(cap),
+            home: HomeNets::new(&config.home_nets),
             admission: CountMin::new((cap / 4).clamp(1 << 10, 1 << 18)),
             admission_window: 0,
             admit_bytes: admit_bytes(&config.exfil),
@@ -587,8 +589,12 @@ fn long_part(long_ms: u64, threshold: u64) -> f64 {
 
 /// (internal host, external peer, outbound?) for internal ↔ external records.
 fn orient(config: &DetectConfig, r: &FlowRecord) -> Option<(IpAddr, IpAddr, bool)> {
-    let src_in = config.is_internal(r.src_addr);
-    let dst_in = config.is_internal(r.dst_addr);
+    orient_by(|a| config.is_internal(a), r)
+}
+
+fn orient_by(internal: impl Fn(IpAddr) -> bool, r: &FlowRecord) -> Option<(IpAddr, IpAddr, bool)> {
+    let src_in = internal(r.src_addr);
+    let dst_in = internal(r.dst_addr);
     match (src_in, dst_in) {
         (true, false) => Some((r.src_addr, r.dst_addr, true)),
         (false, true) => Some((r.dst_addr, r.src_addr, false)),
@@ -607,7 +613,8 @@ impl Detector for ExfilDetector {
             self.late += 1;
             return;
         }
-        let Some((host, peer, outbound)) = orient(&self.config, record) else {
+        let home = &self.home;
+        let Some((host, peer, outbound)) = orient_by(|a| home.contains(a), record) else {
             return;
         };
         if self.filter.as_ref().is_some_and(|f| !f(host)) || self.config.allowed(record) {

@@ -676,6 +676,10 @@ impl Detector for ScanDetector {
         let Some((key, dst, port, outcome)) = Self::classify(record) else {
             return;
         };
+        if outcome == Outcome::Success && self.sources.get(&key).is_none() {
+            // A success only moves the walk of a source that already has state.
+            return;
+        }
         if self.filter.as_ref().is_some_and(|f| !f(key)) || self.config.allowed(record) {
             return;
         }
