@@ -29,8 +29,9 @@
 //!
 //! **Admission.** A pair gets state only once it has moved 1/64 of `min_bytes` (both
 //! directions, at least 64 kB) within a window, as estimated by a fixed-size count-min
-//! sketch (never an underestimate), so the millions of small pairs of an edge cost a
-//! fixed 2 MB rather than a map entry each. Every report needs `min_bytes` outbound, so
+//! sketch (never an underestimate; 2 rows of `max_keys_per_detector`/4 counters, at most
+//! 2 MB, cleared every window), so the millions of small pairs of an edge share a fixed
+//! table instead of a map entry each. Every report needs `min_bytes` outbound, so
 //! no reportable pair is kept out; its sums leave out what it moved before admission
 //! (under 1/64 of the threshold). Stitched connections are kept for admitted pairs only.
 //!
