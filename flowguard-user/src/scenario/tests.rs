@@ -372,34 +372,3 @@ fn run_writes_the_three_files() {
     assert!(dir.join("scenario_config.json").exists());
     std::fs::remove_dir_all(&dir).ok();
 }
-
-/// `cargo test --release -p flowguard-user --lib scenario::tests::timing -- --ignored
-/// --nocapture`: generation and encoding time and sizes of the 6 h scenarios.
-#[test]
-#[ignore = "timing report; run in release"]
-fn timing() {
-    for format in [ScenarioFormat::V9, ScenarioFormat::Ipfix] {
-        for sampling in [1, 100] {
-            let t = std::time::Instant::now();
-            let s = generate(&short(format, sampling, 6.0));
-            let gen_s = t.elapsed().as_secs_f64();
-            let dir = tmp(&format!("timing-{format:?}-{sampling}"));
-            let path = dir.join("exports.pcap");
-            let n = s.write_pcap(&path).unwrap();
-            let total = t.elapsed().as_secs_f64();
-            let size = std::fs::metadata(&path).unwrap().len();
-            std::fs::remove_dir_all(&dir).ok();
-            println!(
-                "{format:?} 1:{sampling}: {} records, {n} datagrams, {} MB pcap, generate {gen_s:.2} s, total {total:.2} s",
-                s.records.len(),
-                size / 1_000_000
-            );
-            for a in &s.truth.attacks {
-                println!(
-                    "  {:22} {:20} records {:6} observed {:5}/{:5} observable {}",
-                    a.id, a.kind, a.records, a.observed_units, a.sent_units, a.observable
-                );
-            }
-        }
-    }
-}
