@@ -58,7 +58,7 @@ pub use config::DecoderConfig;
 pub use error::{DecodeCounters, DecodeError};
 use ie::RawRecord;
 use layout::{Clocks, Layout};
-pub use record::{Direction, FlowRecord, IpfixJson};
+pub use record::{Direction, FlowRecord};
 pub use snapshot::SnapshotError;
 use template::{Template, TemplateSpec};
 use wire::set::{SetHeader, TemplateItem, TemplateRecords, TemplateSetKind};
