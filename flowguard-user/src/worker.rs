@@ -24,7 +24,7 @@ use aya::maps::{MapData, RingBuf};
 use crate::{
     capture::{ExportPacket, Source, socket::RecvBatch, xdp},
     decode::{DecodeCounters, Decoder, FlowRecord},
-    detect::{DetectConfig, engine::route},
+    detect::{DetectConfig, engine::Router},
     report::flows::write_json,
 };
 
@@ -209,7 +209,7 @@ const DETECT_BATCH: usize = 256;
 /// (worker, shard) pair, so each has a single producer and a single consumer.
 #[derive(Debug)]
 pub struct DetectLink {
-    config: Arc<DetectConfig>,
+    router: Router,
     queues: Vec<crossbeam_channel::Sender<Vec<FlowRecord>>>,
     batches: Vec<Vec<FlowRecord>>,
 }
@@ -226,7 +226,7 @@ impl DetectLink {
             .map(|_| Vec::with_capacity(DETECT_BATCH))
             .collect();
         Self {
-            config,
+            router: Router::new(&config, queues.len()),
             queues,
             batches,
         }
@@ -360,10 +360,7 @@ impl Worker {
                     write_json(flow_buf, r);
                 }
                 if let Some(link) = detect.as_deref_mut() {
-                    for k in route(&link.config, r, link.queues.len())
-                        .into_iter()
-                        .flatten()
-                    {
+                    for k in link.router.route(r).into_iter().flatten() {
                         link.batches[k].push(*r);
                         if link.batches[k].len() >= DETECT_BATCH {
                             full = true;

@@ -760,8 +760,7 @@ impl Detector for BeaconDetector {
         } else {
             return;
         };
-        if self.filter.as_ref().is_some_and(|f| !f(record.src_addr)) || self.config.allowed(record)
-        {
+        if self.filter.as_ref().is_some_and(|f| !f(record.src_addr)) {
             return;
         }
         let start = if record.start_ms == 0 {

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use super::sketch::HomeNets;
 use crate::decode::FlowRecord;
 
 /// Everything the detectors need to know about the site.
@@ -77,6 +78,117 @@ impl DetectConfig {
     }
 }
 
+/// The site as the hot path asks about it: home networks and allow rules compiled to
+/// integer masks, giving the same answers as [`DetectConfig::is_internal`] and
+/// [`DetectConfig::allowed`] for a few instructions per network instead of
+/// `IpNet::contains`' general path (which cost a third of detection time when every
+/// record was checked against a scenario's dozen rules).
+#[derive(Clone, Debug, Default)]
+pub struct Site {
+    home: HomeNets,
+    allow: Vec<CompiledRule>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Net {
+    Any,
+    V4(u32, u32),
+    V6(u128, u128),
+}
+
+impl Net {
+    fn of(net: Option<IpNet>) -> Self {
+        match net {
+            None => Net::Any,
+            Some(IpNet::V4(n)) => Net::V4(n.network().to_bits(), n.netmask().to_bits()),
+            Some(IpNet::V6(n)) => Net::V6(n.network().to_bits(), n.netmask().to_bits()),
+        }
+    }
+
+    /// Whether canonical address `a` is inside (a network only holds its own family).
+    #[inline]
+    fn contains(self, a: IpAddr) -> bool {
+        match (self, a) {
+            (Net::Any, _) => true,
+            (Net::V4(n, m), IpAddr::V4(a)) => a.to_bits() & m == n,
+            (Net::V6(n, m), IpAddr::V6(a)) => a.to_bits() & m == n,
+            _ => false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct CompiledRule {
+    src: Net,
+    dst: Net,
+    dst_port: Option<u16>,
+    protocol: Option<u8>,
+    window: Option<[u16; 2]>,
+}
+
+impl Site {
+    /// Compiles `config`'s home networks and allow rules.
+    #[must_use]
+    pub fn new(config: &DetectConfig) -> Self {
+        Self {
+            home: HomeNets::new(&config.home_nets),
+            allow: config
+                .allow
+                .iter()
+                .map(|r| CompiledRule {
+                    src: Net::of(r.src),
+                    dst: Net::of(r.dst),
+                    dst_port: r.dst_port,
+                    protocol: r.protocol,
+                    window: r.daily_window_utc_minutes,
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether `addr` is inside the home networks.
+    #[inline]
+    #[must_use]
+    pub fn is_internal(&self, addr: IpAddr) -> bool {
+        self.home.contains(addr)
+    }
+
+    /// Whether an allow rule covers this record; the same answer as
+    /// [`AllowRule::matches`] over all rules.
+    #[inline]
+    #[must_use]
+    pub fn allowed(&self, r: &FlowRecord) -> bool {
+        if self.allow.is_empty() {
+            return false;
+        }
+        let (src, dst) = (r.src_addr.to_canonical(), r.dst_addr.to_canonical());
+        self.allow.iter().any(|rule| {
+            let forward = rule.src.contains(src)
+                && rule.dst.contains(dst)
+                && rule.dst_port.is_none_or(|p| p == r.dst_port);
+            let reverse = || {
+                rule.src.contains(dst)
+                    && rule.dst.contains(src)
+                    && rule.dst_port.is_none_or(|p| p == r.src_port)
+            };
+            rule.protocol.is_none_or(|p| p == r.protocol)
+                && (forward || reverse())
+                && rule.window.is_none_or(|w| in_daily_window(w, r.start_ms))
+        })
+    }
+}
+
+/// Whether `at_ms` falls in the daily UTC window `[start, end)` minutes (wrapping past
+/// midnight when `start > end`).
+fn in_daily_window([start, end]: [u16; 2], at_ms: u64) -> bool {
+    let minute = u16::try_from(at_ms / 60_000 % 1440).unwrap_or(0);
+    if start <= end {
+        (start..end).contains(&minute)
+    } else {
+        minute >= start || minute < end
+    }
+}
+
 /// One allow-list rule. Every field that is set must match; unset fields match anything.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -116,14 +228,9 @@ impl AllowRule {
             && self.dst_port.is_none_or(|p| p == r.src_port);
         (forward || reverse)
             && self.protocol.is_none_or(|p| p == r.protocol)
-            && self.daily_window_utc_minutes.is_none_or(|[start, end]| {
-                let minute = u16::try_from(r.start_ms / 60_000 % 1440).unwrap_or(0);
-                if start <= end {
-                    (start..end).contains(&minute)
-                } else {
-                    minute >= start || minute < end
-                }
-            })
+            && self
+                .daily_window_utc_minutes
+                .is_none_or(|w| in_daily_window(w, r.start_ms))
     }
 }
 
@@ -334,6 +441,68 @@ mod tests {
         assert!(
             rule.matches(&r),
             "the reverse direction of the pair is covered"
+        );
+    }
+
+    #[test]
+    fn compiled_site_agrees_with_the_rules_it_was_built_from() {
+        let mut c = DetectConfig::default();
+        for rule in [
+            r#"{"src":"10.0.0.0/30","dst":"203.0.113.0/28","dst_port":22,"daily_window_utc_minutes":[1380,240]}"#,
+            r#"{"dst":"203.0.113.8/29","protocol":17}"#,
+            r#"{"src":"fc00::/126","dst_port":443}"#,
+            r#"{"dst_port":123,"protocol":17,"daily_window_utc_minutes":[60,120]}"#,
+        ] {
+            c.allow.push(serde_json::from_str(rule).unwrap());
+        }
+        let site = Site::new(&c);
+        let addrs: Vec<IpAddr> = [
+            "10.0.0.1",
+            "10.0.0.5",
+            "203.0.113.3",
+            "203.0.113.9",
+            "8.8.8.8",
+            "::ffff:10.0.0.2",
+            "::ffff:203.0.113.1",
+            "fc00::1",
+            "fc00::9",
+            "2001:db8::1",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let mut checked = 0;
+        let mut allowed = 0;
+        for &src in &addrs {
+            assert_eq!(site.is_internal(src), c.is_internal(src), "{src}");
+            for &dst in &addrs {
+                for (src_port, dst_port) in [(50_000, 22), (22, 50_000), (40_000, 443), (123, 123)]
+                {
+                    for protocol in [6, 17] {
+                        for hour in [0, 1, 12, 23] {
+                            let r = FlowRecord {
+                                src_addr: src,
+                                dst_addr: dst,
+                                src_port,
+                                dst_port,
+                                protocol,
+                                start_ms: 1_780_000_000_000 / 86_400_000 * 86_400_000
+                                    + hour * 3_600_000
+                                    + 600_000,
+                                ..FlowRecord::default()
+                            };
+                            let want = c.allowed(&r);
+                            assert_eq!(site.allowed(&r), want, "{r:?}");
+                            checked += 1;
+                            allowed += usize::from(want);
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            allowed > 20 && allowed < checked / 2,
+            "{allowed} of {checked}"
         );
     }
 }

@@ -13,7 +13,7 @@
 
 use std::net::IpAddr;
 
-use super::{DetectConfig, Detector, Finding, ShardId};
+use super::{DetectConfig, Detector, Finding, ShardId, config::Site};
 use crate::decode::FlowRecord;
 
 /// The watermark moves in steps of this much event time, so detectors are not asked to
@@ -23,26 +23,48 @@ pub const WATERMARK_STEP_MS: u64 = 1_000;
 /// Builds one shard's detectors.
 pub type DetectorFactory = fn(&DetectConfig, ShardId) -> Vec<Box<dyn Detector + Send>>;
 
-/// The shards that should see `record`: those of both its endpoints (once, if the same),
+/// Decides which shards see a record: those of both its endpoints (once, if the same),
 /// or none when neither end is internal or an allow rule covers it. Each detector keeps
 /// state only for the key hosts its shard owns (see `detect::standard_detectors`), so an
 /// external scanner's probes to many internal hosts all meet in the scanner's shard.
-#[must_use]
-pub fn route(config: &DetectConfig, record: &FlowRecord, num_shards: usize) -> [Option<usize>; 2] {
-    if !(config.is_internal(record.src_addr) || config.is_internal(record.dst_addr))
-        || config.allowed(record)
-    {
-        return [None, None];
+///
+/// Allow-listed records stop here, so the detectors behind a router never see them and
+/// need not check again.
+#[derive(Clone, Debug)]
+pub struct Router {
+    site: Site,
+    num_shards: usize,
+}
+
+impl Router {
+    /// Routes to `num_shards` shards (at least 1) by `config`'s site.
+    #[must_use]
+    pub fn new(config: &DetectConfig, num_shards: usize) -> Self {
+        Self {
+            site: Site::new(config),
+            num_shards: num_shards.max(1),
+        }
     }
-    if num_shards <= 1 {
-        return [Some(0), None];
-    }
-    let a = host_shard(record.src_addr, num_shards);
-    let b = host_shard(record.dst_addr, num_shards);
-    if a == b {
-        [Some(a), None]
-    } else {
-        [Some(a), Some(b)]
+
+    /// The shards that should see `record`.
+    #[inline]
+    #[must_use]
+    pub fn route(&self, record: &FlowRecord) -> [Option<usize>; 2] {
+        if !(self.site.is_internal(record.src_addr) || self.site.is_internal(record.dst_addr))
+            || self.site.allowed(record)
+        {
+            return [None, None];
+        }
+        if self.num_shards <= 1 {
+            return [Some(0), None];
+        }
+        let a = host_shard(record.src_addr, self.num_shards);
+        let b = host_shard(record.dst_addr, self.num_shards);
+        if a == b {
+            [Some(a), None]
+        } else {
+            [Some(a), Some(b)]
+        }
     }
 }
 
@@ -171,7 +193,7 @@ impl DetectShard {
 /// All shards on one thread, for offline analysis.
 #[derive(Debug)]
 pub struct DetectEngine {
-    config: DetectConfig,
+    router: Router,
     shards: Vec<DetectShard>,
     findings: Vec<Finding>,
     /// Records no shard took (external-only, or allow-listed).
@@ -187,7 +209,7 @@ impl DetectEngine {
             .map(|index| DetectShard::new(&config, factory, ShardId { index, count }))
             .collect();
         Self {
-            config,
+            router: Router::new(&config, count),
             shards,
             findings: Vec::new(),
             unrouted: 0,
@@ -196,7 +218,7 @@ impl DetectEngine {
 
     /// Routes and observes one record.
     pub fn observe(&mut self, record: &FlowRecord) {
-        let targets = route(&self.config, record, self.shards.len());
+        let targets = self.router.route(record);
         if targets == [None, None] {
             self.unrouted += 1;
         }
@@ -292,9 +314,10 @@ mod tests {
     #[test]
     fn routing_follows_internal_hosts_and_skips_external_only_flows() {
         let c = DetectConfig::default();
-        assert_eq!(route(&c, &rec("8.8.8.8", "1.1.1.1", 0), 4), [None, None]);
+        let route = |r: &FlowRecord, n: usize| Router::new(&c, n).route(r);
+        assert_eq!(route(&rec("8.8.8.8", "1.1.1.1", 0), 4), [None, None]);
         let shard = |a: &str| host_shard(a.parse().unwrap(), 4);
-        let [a, b] = route(&c, &rec("10.0.0.1", "8.8.8.8", 0), 4);
+        let [a, b] = route(&rec("10.0.0.1", "8.8.8.8", 0), 4);
         assert_eq!(a, Some(shard("10.0.0.1")));
         assert_eq!(
             b.or(a),
@@ -302,16 +325,13 @@ mod tests {
                 .filter(|s| *s != shard("10.0.0.1"))
                 .or(a)
         );
-        let [a, _] = route(&c, &rec("8.8.8.8", "10.0.0.2", 0), 4);
+        let [a, _] = route(&rec("8.8.8.8", "10.0.0.2", 0), 4);
         assert_eq!(
             a,
             Some(shard("8.8.8.8")),
             "an inbound record reaches the external source's shard"
         );
-        assert_eq!(
-            route(&c, &rec("8.8.8.8", "10.0.0.2", 0), 1),
-            [Some(0), None]
-        );
+        assert_eq!(route(&rec("8.8.8.8", "10.0.0.2", 0), 1), [Some(0), None]);
     }
 
     #[test]

@@ -618,7 +618,7 @@ impl Detector for ExfilDetector {
         let Some((host, peer, outbound)) = orient_by(|a| home.contains(a), record) else {
             return;
         };
-        if self.filter.as_ref().is_some_and(|f| !f(host)) || self.config.allowed(record) {
+        if self.filter.as_ref().is_some_and(|f| !f(host)) {
             return;
         }
         self.prevalence.observe(peer, host, t);

@@ -135,6 +135,8 @@ pub trait Detector {
     fn name(&self) -> &'static str;
     /// Takes one flow record. Records arrive roughly in event-time order; a record older
     /// than the last watermark minus the configured lateness may be ignored (and counted).
+    /// Records come through an [`engine::Router`], which has dropped those with no
+    /// internal end and those an allow rule covers, so detectors do not check again.
     fn observe(&mut self, record: &FlowRecord);
     /// Event time is known to have reached `watermark_ms`: close windows that end before it
     /// and push the findings they produce.

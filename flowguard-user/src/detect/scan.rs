@@ -680,7 +680,7 @@ impl Detector for ScanDetector {
             // A success only moves the walk of a source that already has state.
             return;
         }
-        if self.filter.as_ref().is_some_and(|f| !f(key)) || self.config.allowed(record) {
+        if self.filter.as_ref().is_some_and(|f| !f(key)) {
             return;
         }
         match outcome {

@@ -20,7 +20,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::{
     BeaconDetector, Category, DetectConfig, Detector, ExfilDetector, Finding, ScanDetector,
-    VolumeDetector, config::AllowRule,
+    VolumeDetector, config::AllowRule, engine,
 };
 use crate::decode::FlowRecord;
 
@@ -481,7 +481,17 @@ fn allow_listed_nightly_backup_and_browsing_give_no_exfiltration() {
         daily_window_utc_minutes: Some([0, 240]),
         ..AllowRule::default()
     });
-    let findings = run(&mut ExfilDetector::new(&config), &recs);
+    // Allow rules apply where records are routed to the detectors.
+    let routed = |recs: &[FlowRecord]| {
+        let router = engine::Router::new(&config, 1);
+        let kept: Vec<FlowRecord> = recs
+            .iter()
+            .filter(|r| router.route(r)[0].is_some())
+            .copied()
+            .collect();
+        run(&mut ExfilDetector::new(&config), &kept)
+    };
+    let findings = routed(&recs);
     assert!(findings.is_empty(), "{findings:#?}");
     // The same backup at noon is not covered by the window.
     recs.extend(upload(
@@ -493,7 +503,7 @@ fn allow_listed_nightly_backup_and_browsing_give_no_exfiltration() {
         2 * HOUR,
         MIN,
     ));
-    let findings = run(&mut ExfilDetector::new(&config), &recs);
+    let findings = routed(&recs);
     assert_eq!(
         of(&findings, Category::Exfiltration).len(),
         1,

@@ -174,6 +174,10 @@ pub struct VolumeDetector {
     filter: Option<HostFilter>,
     watermark_ms: u64,
     late: u64,
+    /// Every active series has closed its slots before this one (the last
+    /// `close_active` target), unless `behind` says a series started behind it since.
+    closed_until: u64,
+    behind: bool,
 }
 
 impl VolumeDetector {
@@ -193,6 +197,8 @@ impl VolumeDetector {
             filter: None,
             watermark_ms: 0,
             late: 0,
+            closed_until: 0,
+            behind: false,
         }
     }
 
@@ -253,6 +259,7 @@ impl VolumeDetector {
         let cfg = self.config.volume.clone();
         let mut closed_out = Vec::new();
         let mut new_late = false;
+        let closed_until = self.closed_until;
         let s = self.series_mut(key);
         if !s.started {
             s.started = true;
@@ -309,9 +316,11 @@ impl VolumeDetector {
         }
         let newly_active = !s.in_active;
         s.in_active = true;
+        let behind = s.head < closed_until;
         if newly_active {
             self.active.push(key);
         }
+        self.behind |= behind;
         if !closed_out.is_empty() {
             self.pending.push(key);
         }
@@ -529,6 +538,14 @@ impl VolumeDetector {
     }
 
     fn close_active(&mut self, until_slot: u64) {
+        // The watermark moves in 1 s steps and slots are 5 s: most steps close nothing,
+        // and visiting every active series to find that out cost more than all the
+        // per-record work.
+        if until_slot <= self.closed_until && !self.behind {
+            return;
+        }
+        self.closed_until = self.closed_until.max(until_slot);
+        self.behind = false;
         let slot_ms = self.slot_ms();
         let cfg = self.config.volume.clone();
         let active = std::mem::take(&mut self.active);
@@ -819,7 +836,7 @@ impl Detector for VolumeDetector {
                 || record.tcp_flags & 0x08 != 0
                 || (record.raw_packets >= 2
                     && record.end_ms.saturating_sub(record.start_ms) >= 1000));
-        if established_data || self.config.allowed(record) {
+        if established_data {
             return;
         }
         let slot_ms = self.slot_ms();
