@@ -150,7 +150,9 @@ struct Series {
     base: [Ewma; 3],
     closed: u32,
     last_closed: u64,
-    in_active: bool,
+    /// The slot at which this series next needs closing work (an entry in
+    /// `VolumeDetector::due`), if any.
+    sched: Option<u64>,
     sampled: bool,
     alert: Option<Box<Alert>>,
     hw: Option<Box<HoltWinters>>,
@@ -167,17 +169,18 @@ pub struct VolumeDetector {
     config: DetectConfig,
     series: BoundedMap<VKey, Series>,
     total: Series,
-    active: Vec<VKey>,
+    /// Series by the slot at which they next need closing work: the first slot holding
+    /// data, the slot after one (its window still holds that data), or every slot while
+    /// an alert is open. Series with nothing due are left alone; the quiet slots they skip
+    /// are closed when they are next due, in the same order and with the same result as
+    /// closing them one by one.
+    due: BTreeMap<u64, Vec<VKey>>,
     pending: Vec<VKey>,
     /// Series holding late records.
     late_keys: Vec<VKey>,
     filter: Option<HostFilter>,
     watermark_ms: u64,
     late: u64,
-    /// Every active series has closed its slots before this one (the last
-    /// `close_active` target), unless `behind` says a series started behind it since.
-    closed_until: u64,
-    behind: bool,
 }
 
 impl VolumeDetector {
@@ -191,14 +194,12 @@ impl VolumeDetector {
                 hw: Some(Box::default()),
                 ..Series::default()
             },
-            active: Vec::new(),
+            due: BTreeMap::new(),
             pending: Vec::new(),
             late_keys: Vec::new(),
             filter: None,
             watermark_ms: 0,
             late: 0,
-            closed_until: 0,
-            behind: false,
         }
     }
 
@@ -259,7 +260,6 @@ impl VolumeDetector {
         let cfg = self.config.volume.clone();
         let mut closed_out = Vec::new();
         let mut new_late = false;
-        let closed_until = self.closed_until;
         let s = self.series_mut(key);
         if !s.started {
             s.started = true;
@@ -279,8 +279,10 @@ impl VolumeDetector {
         let first_slot = first_slot.min(last_slot);
         let n = (last_slot - first_slot + 1) as f32;
         let add = [r.bytes as f32 * 8.0 / n, r.packets as f32 / n, 1.0 / n];
+        let mut first_open = None;
         for slot in first_slot..=last_slot {
             let cell = if slot >= s.head {
+                first_open.get_or_insert(slot);
                 s.has_data = true;
                 &mut s.ring[(slot % RING as u64) as usize]
             } else {
@@ -314,13 +316,11 @@ impl VolumeDetector {
                 a.sampled |= r.sampling_interval > 1;
             }
         }
-        let newly_active = !s.in_active;
-        s.in_active = true;
-        let behind = s.head < closed_until;
-        if newly_active {
-            self.active.push(key);
+        let schedule = first_open.filter(|&slot| s.sched.is_none_or(|at| slot < at));
+        if let Some(slot) = schedule {
+            s.sched = Some(slot);
+            self.due.entry(slot).or_default().push(key);
         }
-        self.behind |= behind;
         if !closed_out.is_empty() {
             self.pending.push(key);
         }
@@ -366,10 +366,11 @@ impl VolumeDetector {
                 }
             }
             if raised {
-                let newly_active = !s.in_active;
-                s.in_active = true;
-                if newly_active {
-                    self.active.push(key);
+                // The alert counts quiet slots from here on.
+                let at = s.head;
+                if s.sched.is_none_or(|due| at < due) {
+                    s.sched = Some(at);
+                    self.due.entry(at).or_default().push(key);
                 }
                 self.pending.push(key);
             }
@@ -537,38 +538,60 @@ impl VolumeDetector {
         self.pending = keys;
     }
 
+    /// Closes, up to `until_slot`, the slots of every series due before it, and
+    /// schedules each again where it next needs work.
     fn close_active(&mut self, until_slot: u64) {
-        // The watermark moves in 1 s steps and slots are 5 s: most steps close nothing,
-        // and visiting every active series to find that out cost more than all the
-        // per-record work.
-        if until_slot <= self.closed_until && !self.behind {
-            return;
-        }
-        self.closed_until = self.closed_until.max(until_slot);
-        self.behind = false;
         let slot_ms = self.slot_ms();
         let cfg = self.config.volume.clone();
-        let active = std::mem::take(&mut self.active);
-        let mut keep = Vec::with_capacity(active.len());
-        for key in active {
-            let mut closed_out = Vec::new();
+        let later = self.due.split_off(&until_slot);
+        let due = std::mem::replace(&mut self.due, later);
+        let mut closed_out = Vec::new();
+        for key in due.into_values().flatten() {
             let Some(s) = self.series_get_mut(key) else {
                 continue;
             };
+            if s.sched.is_none_or(|at| at >= until_slot) {
+                // A stale entry: the series was closed (and scheduled anew) already.
+                continue;
+            }
+            closed_out.clear();
             if s.head < until_slot {
                 close_until(s, key, until_slot, slot_ms, &cfg, &mut closed_out);
             }
-            if s.has_data || s.alert.is_some() {
-                keep.push(key);
-            } else {
-                s.in_active = false;
+            s.sched = next_due(s);
+            if let Some(at) = s.sched {
+                self.due.entry(at).or_default().push(key);
             }
             if !closed_out.is_empty() {
                 self.pending.push(key);
             }
         }
-        self.active = keep;
     }
+
+    /// The latest slot any due series' ring reaches.
+    fn last_due_slot(&self) -> u64 {
+        self.due
+            .values()
+            .flatten()
+            .filter_map(|k| self.series_get(*k))
+            .map(|s| s.head + RING as u64)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Where `s` next needs closing work: at its head while an alert is open (quiet slots
+/// close it) or while the last closed slot's data still counts in the next window, else
+/// at its first slot holding data, else nowhere.
+fn next_due(s: &Series) -> Option<u64> {
+    if s.alert.is_some() || s.prev.iter().any(|&v| v != 0.0) {
+        return Some(s.head);
+    }
+    (s.head..s.head + RING as u64).find(|&slot| {
+        s.ring[(slot % RING as u64) as usize]
+            .iter()
+            .any(|&v| v != 0.0)
+    })
 }
 
 /// Closes `s`'s slots before `new_head`, evaluating each; pushes `()` to `events` when an
@@ -874,13 +897,7 @@ impl Detector for VolumeDetector {
 
     fn finish(&mut self, out: &mut Vec<Finding>) {
         self.judge_late();
-        let last = self
-            .active
-            .iter()
-            .filter_map(|k| self.series_get(*k))
-            .map(|s| s.head + RING as u64)
-            .max()
-            .unwrap_or(0);
+        let last = self.last_due_slot();
         self.close_active(last + 1);
         self.emit(out);
     }
@@ -895,8 +912,11 @@ impl Detector for VolumeDetector {
                 .count()
                 * alert
             + size_of::<HoltWinters>()
-            + (self.active.capacity() + self.pending.capacity() + self.late_keys.capacity())
+            + (self.due.values().map(Vec::capacity).sum::<usize>()
+                + self.pending.capacity()
+                + self.late_keys.capacity())
                 * size_of::<VKey>()
+            + self.due.len() * 48
             + self
                 .late_keys
                 .iter()
