@@ -116,7 +116,14 @@ pub const SAMPLED_CONFIDENCE: f64 = 0.92;
 /// with a 17-byte address, 16-byte bitmap, first-seen time and fed count, plus index).
 pub struct Prevalence {
     map: BoundedMap<IpAddr, PrevalenceEntry>,
+    /// A direct-mapped filter of (host, destination) pairs counted lately: a pair's
+    /// later records (most records) add nothing to the distinct count or to the first
+    /// seen time (records arrive roughly in time order), so they skip the map lookup.
+    /// 32 KiB, fixed.
+    recent: Box<[u64; RECENT_PAIRS]>,
 }
+
+const RECENT_PAIRS: usize = 4096;
 
 #[derive(Clone, Copy, Debug, Default)]
 struct PrevalenceEntry {
@@ -131,18 +138,26 @@ impl Prevalence {
     pub fn new(cap: usize) -> Self {
         Self {
             map: BoundedMap::new(cap),
+            recent: Box::new([0; RECENT_PAIRS]),
         }
     }
 
     /// Records that internal `host` talked to `dst` at `at_ms`.
     #[inline]
     pub fn observe(&mut self, dst: IpAddr, host: IpAddr, at_ms: u64) {
+        let host_hash = sketch::addr_hash(host);
+        let pair = sketch::mix64(sketch::addr_hash(dst) ^ host_hash.rotate_left(17)) | 1;
+        let slot = &mut self.recent[(pair % RECENT_PAIRS as u64) as usize];
+        if *slot == pair {
+            return;
+        }
+        *slot = pair;
         let e = self.map.get_or_insert_with(dst, || PrevalenceEntry {
             first_seen_ms: at_ms,
             ..PrevalenceEntry::default()
         });
         e.first_seen_ms = e.first_seen_ms.min(at_ms);
-        e.hosts.insert_hash(sketch::addr_hash(host));
+        e.hosts.insert_hash(host_hash);
     }
 
     /// Feeds the global count of internal hosts talking to `dst` (from all shards).

@@ -103,16 +103,25 @@ impl Ewma {
         self.dev = (dev + alpha * (err.abs() - dev)) as f32;
     }
 
-    /// Folds in `k` observations of zero at once (closed form for the mean; the
-    /// deviation moves toward the old mean, which is what |0 − mean| contributes).
-    #[expect(clippy::cast_possible_truncation, reason = "f32 state is enough")]
+    /// Folds in `k` observations of zero at once, in closed form: `k` calls of
+    /// [`update`](Self::update) with 0 give mean·(1−α)^k and, since each adds
+    /// α·|0 − mean_j| = α·mean·(1−α)^j to a deviation that decays by (1−α),
+    /// dev·(1−α)^k + α·k·(1−α)^(k−1)·mean.
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_precision_loss,
+        reason = "f32 state is enough"
+    )]
     pub fn decay_zeros(&mut self, k: u64, alpha: f64) {
         if k == 0 {
             return;
         }
-        let keep = (1.0 - alpha).powi(i32::try_from(k.min(100_000)).unwrap_or(100_000));
+        let k = k.min(100_000);
+        let n = i32::try_from(k).unwrap_or(100_000);
+        let keep = (1.0 - alpha).powi(n);
         let mean = f64::from(self.mean);
-        self.dev = (f64::from(self.dev) * keep + mean * (1.0 - keep) * 0.5) as f32;
+        self.dev = (f64::from(self.dev) * keep
+            + alpha * k as f64 * (1.0 - alpha).powi(n - 1) * mean) as f32;
         self.mean = (mean * keep) as f32;
     }
 
@@ -152,5 +161,28 @@ mod tests {
         assert!((f64::from(e.mean) - 100.0).abs() < 0.1);
         e.decay_zeros(1000, 0.1);
         assert!(e.mean < 1.0);
+    }
+
+    #[test]
+    fn decaying_zeros_in_closed_form_equals_folding_them_one_by_one() {
+        for k in [1u64, 2, 7, 40] {
+            let mut stepped = Ewma::default();
+            for x in [50.0, 80.0, 20.0, 400.0] {
+                stepped.update(x, 0.2);
+            }
+            let mut closed = stepped;
+            for _ in 0..k {
+                stepped.update(0.0, 0.2);
+            }
+            closed.decay_zeros(k, 0.2);
+            assert!(
+                (stepped.mean - closed.mean).abs() <= 1e-3 * stepped.mean.max(1.0),
+                "k={k}"
+            );
+            assert!(
+                (stepped.dev - closed.dev).abs() <= 1e-3 * stepped.dev.max(1.0),
+                "k={k}"
+            );
+        }
     }
 }

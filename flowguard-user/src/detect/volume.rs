@@ -220,13 +220,6 @@ impl VolumeDetector {
         (self.config.volume.bucket_ms / 2).max(1)
     }
 
-    fn series_mut(&mut self, key: VKey) -> &mut Series {
-        match key {
-            VKey::Total => &mut self.total,
-            _ => self.series.get_or_insert_with(key, Series::default),
-        }
-    }
-
     fn series_get_mut(&mut self, key: VKey) -> Option<&mut Series> {
         match key {
             VKey::Total => Some(&mut self.total),
@@ -257,10 +250,14 @@ impl VolumeDetector {
         last_slot: u64,
     ) {
         let slot_ms = self.slot_ms();
-        let cfg = self.config.volume.clone();
+        let cfg = &self.config.volume;
         let mut closed_out = Vec::new();
         let mut new_late = false;
-        let s = self.series_mut(key);
+        // Borrows the map and the config apart (not through `series_mut`).
+        let s = match key {
+            VKey::Total => &mut self.total,
+            _ => self.series.get_or_insert_with(key, Series::default),
+        };
         if !s.started {
             s.started = true;
             s.head = last_slot
@@ -271,7 +268,7 @@ impl VolumeDetector {
         // Newer than the ring: close the oldest slots.
         if last_slot >= s.head + RING as u64 {
             let new_head = last_slot + 1 - RING as u64;
-            close_until(s, key, new_head, slot_ms, &cfg, &mut closed_out);
+            close_until(s, key, new_head, slot_ms, cfg, &mut closed_out);
         }
         // An even share per slot of [first, last]; a share whose slot this series has
         // closed already (a record that arrived late) goes to the late slots instead of
@@ -639,6 +636,27 @@ fn close_until(
     }
     while s.head < new_head {
         let idx = (s.head % RING as u64) as usize;
+        // A run of empty windows with no alert to count quiet slots for (and no seasonal
+        // model to step): fold it in closed form, as the idle skip above does.
+        if s.alert.is_none() && s.hw.is_none() && s.prev == [0.0; 3] {
+            let run = (s.head..new_head)
+                .take_while(|&slot| s.ring[(slot % RING as u64) as usize] == [0.0; 3])
+                .count() as u64;
+            if run > 1 {
+                for m in 0..3 {
+                    s.base[m].decay_zeros(run, alpha);
+                }
+                let fade = 0.99f32.powi(i32::try_from(run).unwrap_or(i32::MAX));
+                s.top_weight *= fade;
+                s.total_weight *= fade;
+                s.closed = s
+                    .closed
+                    .saturating_add(u32::try_from(run).unwrap_or(u32::MAX));
+                s.head += run;
+                s.last_closed = s.head - 1;
+                continue;
+            }
+        }
         let cur = s.ring[idx];
         s.ring[idx] = [0.0; 3];
         // Forget old counterparties slowly (half-life ≈ 70 slots).
@@ -696,6 +714,16 @@ fn judge(
 ) -> (Option<(usize, f64, bool)>, [f64; 3]) {
     let floors = [cfg.floor_bps, cfg.floor_pps, cfg.floor_flows_per_sec];
     let ceilings = [cfg.ceiling_bps, cfg.ceiling_pps, cfg.ceiling_flows_per_sec];
+    let victim = matches!(key, VKey::Victim(_));
+    // The baseline is at least the floor, so a window below `factor` × the floor on every
+    // metric (and below any ceiling) cannot be anomalous: most windows stop here.
+    let possible = (0..3).any(|m| {
+        window[m] >= floors[m] * cfg.factor
+            || (victim && ceilings[m] > 0.0 && window[m] >= ceilings[m])
+    });
+    if !possible {
+        return (None, [0.0; 3]);
+    }
     let warm = f64::from(s.closed) >= 2.0 * cfg.warmup_buckets as f64;
     let hw_forecast =
         s.hw.as_ref()
@@ -715,7 +743,7 @@ fn judge(
         let ratio = x / base;
         let z_ok = !warm || s.base[m].z(x, floors[m] * 0.1) >= cfg.z_threshold;
         let anomalous = ratio >= cfg.factor && z_ok && band_ok;
-        let ceiling = matches!(key, VKey::Victim(_)) && ceilings[m] > 0.0 && x >= ceilings[m];
+        let ceiling = victim && ceilings[m] > 0.0 && x >= ceilings[m];
         if (anomalous || ceiling) && hit.is_none_or(|(_, r, _)| ratio > r) {
             hit = Some((m, ratio, ceiling && !anomalous));
         }
