@@ -301,6 +301,21 @@ pub struct ExfilConfig {
     pub slow_horizon_ms: u64,
     /// Score at or above which a pair is reported.
     pub score_threshold: f64,
+    /// Daily profile: a UTC hour of a host's day counts as a learned habit once it has
+    /// been active (the host sent at least `min_bytes` / 10^`periodic_tolerance_log10`
+    /// in that hour) on this many more earlier days than it was quiet. A window at that
+    /// hour within the habit's volume is then damped (see the exfil module docs). The
+    /// net count is capped at this value + 4, so a job that stops is forgotten after 5
+    /// quiet days. 0 turns the damping off.
+    pub periodic_min_days: usize,
+    /// How far above a learned hour's level (log10 of bytes) a window may go and still be
+    /// the habit: 0.3 is 2×. It also bounds how far one day moves the level.
+    pub periodic_tolerance_log10: f64,
+    /// Factor on the score of a window that matches its host's daily habit. The
+    /// host-baseline term already counts such a window as normal. 0.5 keeps every such
+    /// window below the default `score_threshold`, and 1 only neutralises the baseline
+    /// term.
+    pub periodic_damping: f64,
 }
 
 impl Default for ExfilConfig {
@@ -315,6 +330,9 @@ impl Default for ExfilConfig {
             slow_min_windows: 3,
             slow_horizon_ms: 12 * 3_600_000,
             score_threshold: 0.6,
+            periodic_min_days: 3,
+            periodic_tolerance_log10: 0.3,
+            periodic_damping: 0.5,
         }
     }
 }

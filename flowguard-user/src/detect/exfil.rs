@@ -27,6 +27,36 @@
 //! `slow_horizon_ms`); at `slow_min_bytes` over at least `slow_min_windows` windows it is
 //! scored the same way, with persistence in place of the long-connection term.
 //!
+//! **Daily habits.** The host baseline is dominated by a host's quiet hours. So a
+//! recurring job that is not allow-listed, such as a nightly upload to off-site storage,
+//! would be reported every night. A host that sends at least `min_bytes` /
+//! 10^`periodic_tolerance_log10` (≈ 52 MB by default) in a window therefore also gets
+//! a daily profile ([`super::seasonal`]). It has one bin per UTC hour of the day (the
+//! window's start hour). Each bin holds a robust EWMA of log10 of the host's outbound
+//! bytes in that hour on active days, and a net count of recent active days. The count
+//! gains 1 for each day with at least that volume in the hour and loses 1 for each day
+//! without, and is capped at `periodic_min_days` + 4. The profile learns from every
+//! closed host window, and an hour of a day with no window counts as quiet. A quiet day counts against the habit, so a one-off upload never
+//! becomes normal, and a job that stops is forgotten after 5 quiet days. A window is
+//! compared only with the days before its own day.
+//!
+//! A window is a habit when two things hold. Its hour has at least `periodic_min_days`
+//! (3) net active days. And its outbound bytes are at most the learned level +
+//! `periodic_tolerance_log10` (0.3, i.e. 2×). For a habit window the baseline term counts
+//! as normal (0), and the score is multiplied by `periodic_damping` (0.5), which keeps it
+//! under the default threshold. So a daily job can be reported on its first 3 days, and
+//! is not reported after that. The same volume at another hour is scored as before, and
+//! so is more than 2× the usual volume at that hour. A slow run is damped the same way
+//! when the bytes of its windows outside the habit would not reach `slow_min_bytes` by
+//! themselves.
+//!
+//! The profile is per host, not per pair, so an upload at the habit's hour and volume to
+//! another destination is damped too. Allow rules are the per-pair tool. For a host with
+//! a profile, the evidence carries `periodic_hour_utc`, `periodic_days`,
+//! `periodic_baseline_bytes` and `periodic_damped` (a slow finding also carries
+//! `slow_unexplained_out_bytes`). A finding that was not damped therefore shows the habit
+//! it went beyond.
+//!
 //! **Admission.** A pair gets state only once it has moved 1/64 of `min_bytes` (both
 //! directions, at least 64 kB) within a window, as estimated by a fixed-size count-min
 //! sketch (never an underestimate; 2 rows of `max_keys_per_detector`/4 counters, at most
@@ -36,9 +66,10 @@
 //! (under 1/64 of the threshold). Stitched connections are kept for admitted pairs only.
 //!
 //! A pair is reported once per episode (its first kind sticks) and updated when the
-//! score rises by 0.1. Byte costs: pair ≈ 200 bytes, host baseline ≈ 170 bytes,
-//! stitched connection ≈ 110 bytes (only kept for records of ≥ 64 kB), prevalence entry
-//! ≈ 90 bytes; each map is capped at `max_keys_per_detector`.
+//! score rises by 0.1. Byte costs: pair ≈ 245 bytes, host baseline ≈ 180 bytes, plus a
+//! daily profile of 264 bytes (heap) for the hosts that have one, stitched connection
+//! ≈ 110 bytes (only kept for records of ≥ 64 kB), prevalence entry ≈ 90 bytes; each
+//! map is capped at `max_keys_per_detector`.
 
 #![allow(
     clippy::too_many_lines,
@@ -58,6 +89,7 @@ use super::{
     common::{self, HostFilter, Prevalence, SAMPLED_CONFIDENCE, num},
     config::{DetectConfig, ExfilConfig},
     lru::BoundedMap,
+    seasonal::{self, BinView, HourProfile, Learn},
     sketch::{CountMin, HomeNets, addr_hash, mix64},
     stats,
 };
@@ -69,6 +101,11 @@ const HISTORY: usize = 24;
 const CONN_MIN_BYTES: u64 = 64 * 1024;
 /// "Recently first seen" horizon for destination rarity.
 const FIRST_SEEN_RECENT_MS: u64 = 24 * 3_600_000;
+/// The daily profile's bin width.
+const HOUR_MS: u64 = 3_600_000;
+/// How far the net active-day count of a daily-profile bin may rise above
+/// `periodic_min_days`: a job that stops is no longer a habit after this + 1 quiet days.
+const PERIODIC_DAYS_SLACK: u8 = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct ConnKey {
@@ -112,6 +149,8 @@ struct Slow {
     records: u32,
     long_ms: u64,
     sampled: bool,
+    /// Outbound bytes of the run's windows that its host's daily profile does not cover.
+    unexplained: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -125,32 +164,86 @@ struct Pair {
     episode_first_ms: u64,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct HostBase {
     window: u64,
     out: u64,
     hist: [f32; HISTORY],
     n: u8,
     pos: u8,
+    /// The host's daily profile, made with its first window of `Periodic::alloc_bytes`
+    /// (most hosts never send that much in an hour and never get one).
+    daily: Option<Box<HourProfile>>,
 }
 
 impl HostBase {
-    fn roll(&mut self, w: u64) {
+    fn roll(&mut self, w: u64, periodic: &Periodic) {
         if self.window < w {
             if self.out > 0 {
-                #[expect(
-                    clippy::cast_precision_loss,
-                    clippy::cast_possible_truncation,
-                    reason = "log scale"
-                )]
-                let v = ((self.out as f64) + 1.0).log10() as f32;
+                let v = seasonal::log10p(self.out);
                 self.hist[usize::from(self.pos) % HISTORY] = v;
                 self.pos = self.pos.wrapping_add(1) % (HISTORY as u8);
                 self.n = self.n.saturating_add(1).min(HISTORY as u8);
+                if self.daily.is_none() && periodic.min_days > 0 && self.out >= periodic.alloc_bytes
+                {
+                    self.daily = Some(Box::default());
+                }
+                if let Some(daily) = &mut self.daily {
+                    let start = self.window.saturating_mul(periodic.window_ms);
+                    daily.record(start, self.out, &periodic.learn);
+                }
             }
             self.out = 0;
             self.window = w;
         }
+    }
+}
+
+/// The daily-profile settings, derived once from the configuration.
+#[derive(Clone, Copy, Debug)]
+struct Periodic {
+    learn: Learn,
+    window_ms: u64,
+    /// A host gets a profile with its first window of at least this many outbound bytes:
+    /// the active floor, scaled down for windows shorter than an hour (they add up).
+    alloc_bytes: u64,
+    /// 0: damping off (no profiles are made).
+    min_days: u8,
+    tolerance_log10: f32,
+    damping: f64,
+}
+
+impl Periodic {
+    fn new(cfg: &ExfilConfig) -> Self {
+        let window_ms = cfg.window_ms.max(1);
+        let tolerance = cfg.periodic_tolerance_log10.max(0.0);
+        let floor = (cfg.min_bytes as f64 + 1.0).log10() - tolerance;
+        let min_days = u8::try_from(cfg.periodic_min_days).unwrap_or(u8::MAX);
+        let share = (window_ms as f64 / HOUR_MS as f64).min(1.0);
+        Self {
+            learn: Learn {
+                floor_log10: floor as f32,
+                tolerance_log10: tolerance as f32,
+                days_cap: min_days.saturating_add(PERIODIC_DAYS_SLACK),
+            },
+            window_ms,
+            alloc_bytes: (10f64.powf(floor) * share) as u64,
+            min_days,
+            tolerance_log10: tolerance as f32,
+            damping: cfg.periodic_damping.clamp(0.0, 1.0),
+        }
+    }
+
+    /// What `host`'s profile had learned for the hour of window `w` before its day.
+    fn view(&self, host: Option<&HostBase>, w: u64) -> Option<BinView> {
+        let daily = host?.daily.as_deref()?;
+        Some(daily.view(w.saturating_mul(self.window_ms), &self.learn))
+    }
+
+    /// Whether `bytes` in a window is within its host's habit at that hour.
+    fn covers(&self, view: Option<&BinView>, bytes: u64) -> bool {
+        self.min_days > 0
+            && view.is_some_and(|v| v.covers(bytes, self.min_days, self.tolerance_log10))
     }
 }
 
@@ -161,6 +254,7 @@ pub struct ExfilDetector {
     hosts: BoundedMap<IpAddr, HostBase>,
     conns: BoundedMap<ConnKey, Conn>,
     prevalence: Prevalence,
+    periodic: Periodic,
     home: HomeNets,
     /// Bytes (both directions) per pair in the current window, for admission.
     admission: CountMin,
@@ -186,6 +280,7 @@ impl ExfilDetector {
             hosts: BoundedMap::new(cap),
             conns: BoundedMap::new(cap),
             prevalence: Prevalence::new(cap),
+            periodic: Periodic::new(&config.exfil),
             home: HomeNets::new(&config.home_nets),
             admission: CountMin::new((cap / 4).clamp(1 << 10, 1 << 18)),
             admission_window: 0,
@@ -237,7 +332,8 @@ impl ExfilDetector {
     /// Closes the current window of `key` (if it has data) and scores it.
     fn close_pair(&mut self, key: (IpAddr, IpAddr)) -> Option<Finding> {
         let p = self.pairs.get_mut(&key)?;
-        let (w, sums) = roll_pair(&self.config.exfil, p)?;
+        let host = self.hosts.get(&key.0);
+        let (w, sums) = roll_pair(&self.config.exfil, p, &self.periodic, host)?;
         self.score_pair(key, w, sums)
     }
 
@@ -276,16 +372,27 @@ impl ExfilDetector {
         } else {
             1.0
         };
+        // The host's daily habit at this hour, learned from earlier days. A window within
+        // it is normal for the baseline term, and damped. A slow run is damped when what
+        // it sent outside the habit would not make a slow run by itself.
+        let daily = self.periodic.view(self.hosts.get(&key.0), w);
+        let bulk_damped = self.periodic.covers(daily.as_ref(), sums.out);
+        let slow_min = cfg.slow_min_bytes.max(cfg.min_bytes);
+        let slow_damped = self.periodic.min_days > 0 && slow.unexplained < slow_min;
+        let periodic_damp = |damped: bool| {
+            if damped { self.periodic.damping } else { 1.0 }
+        };
 
         let bulk = (sums.out >= cfg.min_bytes).then(|| {
             let z = z_of(sums.out);
             let s = 0.30 * volume_part(sums.out, cfg.min_bytes)
-                + 0.25 * self.z_part(z)
+                + 0.25 * if bulk_damped { 0.0 } else { self.z_part(z) }
                 + 0.20 * pcr(sums.out, sums.inn).clamp(0.0, 1.0)
                 + 0.15 * rarity
                 + 0.10 * long_part(sums.long_ms, cfg.long_connection_ms);
             let s = s
                 * prevalent_damp
+                * periodic_damp(bulk_damped)
                 * if sums.sampled {
                     SAMPLED_CONFIDENCE
                 } else {
@@ -293,20 +400,21 @@ impl ExfilDetector {
                 };
             (s, z)
         });
-        let slow_score = (slow.out >= cfg.slow_min_bytes.max(cfg.min_bytes)
+        let slow_score = (slow.out >= slow_min
             && slow.windows as usize >= cfg.slow_min_windows
             && slow.last_window == w)
             .then(|| {
                 let z = z_of(slow.out / u64::from(slow.windows.max(1)));
                 let persistence =
                     (f64::from(slow.windows) / cfg.slow_min_windows.max(1) as f64).min(1.0);
-                let s = 0.30 * volume_part(slow.out, cfg.slow_min_bytes.max(cfg.min_bytes))
-                    + 0.20 * self.z_part(z)
+                let s = 0.30 * volume_part(slow.out, slow_min)
+                    + 0.20 * if slow_damped { 0.0 } else { self.z_part(z) }
                     + 0.20 * pcr(slow.out, slow.inn).clamp(0.0, 1.0)
                     + 0.15 * rarity
                     + 0.15 * persistence;
                 let s = s
                     * prevalent_damp
+                    * periodic_damp(slow_damped)
                     * if slow.sampled {
                         SAMPLED_CONFIDENCE
                     } else {
@@ -405,6 +513,25 @@ impl ExfilDetector {
         if let Some(z) = z {
             ev.insert("robust_z".into(), num(z));
         }
+        let damped = if kind == 2 { slow_damped } else { bulk_damped };
+        if let Some(v) = daily {
+            ev.insert("periodic_hour_utc".into(), num(f64::from(v.hour)));
+            ev.insert("periodic_days".into(), num(f64::from(v.days)));
+            if v.days > 0 {
+                ev.insert(
+                    "periodic_baseline_bytes".into(),
+                    num(v.usual_bytes().round()),
+                );
+            }
+            ev.insert("periodic_damped".into(), damped.into());
+            if kind == 2 {
+                #[expect(clippy::cast_precision_loss, reason = "evidence numbers")]
+                ev.insert(
+                    "slow_unexplained_out_bytes".into(),
+                    num(slow.unexplained as f64),
+                );
+            }
+        }
         let at_least = if sampled { "at least " } else { "" };
         let usual = match (baseline, z) {
             (Some((med, _, _)), Some(z)) if z > 0.0 => {
@@ -428,9 +555,30 @@ impl ExfilDetector {
         } else {
             "although many internal hosts use that destination"
         };
+        let habit = match daily {
+            Some(v)
+                if kind != 2 && self.periodic.min_days > 0 && v.days >= self.periodic.min_days =>
+            {
+                let usual_bytes = v.usual_bytes();
+                let learned = format!(
+                    "{:02}:00 UTC (about {}, learned over {} days)",
+                    v.hour,
+                    common::fmt_bytes(usual_bytes as u64),
+                    v.days
+                );
+                if damped {
+                    format!(", within its daily habit at {learned}")
+                } else {
+                    #[expect(clippy::cast_precision_loss, reason = "display")]
+                    let ratio = out as f64 / usual_bytes.max(1.0);
+                    format!(", {ratio:.1}× its daily habit at {learned}")
+                }
+            }
+            _ => String::new(),
+        };
         let what = if kind == 2 { "slowly, " } else { "" };
         let summary = format!(
-            "{} sent {what}{at_least}{} to {} over {} with byte asymmetry {:.2}{usual}; {rare}.",
+            "{} sent {what}{at_least}{} to {} over {} with byte asymmetry {:.2}{usual}{habit}; {rare}.",
             key.0,
             common::fmt_bytes(out),
             key.1,
@@ -486,11 +634,14 @@ impl ExfilDetector {
         // Rolling is per pair and order-free; only the few pairs that may be reported
         // are scored, in key order (deterministic output).
         let cfg = &self.config.exfil;
+        let (periodic, hosts) = (&self.periodic, &self.hosts);
         let mut ready: Vec<((IpAddr, IpAddr), u64, WindowSums)> = self
             .pairs
             .iter_mut()
             .filter(|(_, p)| p.window < window && p.cur.records > 0)
-            .filter_map(|(k, p)| roll_pair(cfg, p).map(|(w, sums)| (*k, w, sums)))
+            .filter_map(|(k, p)| {
+                roll_pair(cfg, p, periodic, hosts.get(&k.0)).map(|(w, sums)| (*k, w, sums))
+            })
             .collect();
         ready.sort_unstable_by_key(|r| r.0);
         for (key, w, sums) in ready {
@@ -500,7 +651,7 @@ impl ExfilDetector {
         }
         for (_, h) in self.hosts.iter_mut() {
             if h.window < window {
-                h.roll(window);
+                h.roll(window, &self.periodic);
             }
         }
         // Pairs whose window and slow run are over and that hold nothing more.
@@ -513,8 +664,14 @@ impl ExfilDetector {
 /// accumulator (consecutive active windows, one idle window tolerated). Returns the
 /// window and its sums when the pair could be reported now (bulk volume reached, or a
 /// slow run long and large enough); scoring is skipped for every other pair, which
-/// cannot pass either test whatever the rest of the score.
-fn roll_pair(cfg: &ExfilConfig, p: &mut Pair) -> Option<(u64, WindowSums)> {
+/// cannot pass either test whatever the rest of the score. The window's outbound bytes
+/// count as unexplained in the slow run unless `host`'s daily profile covers them.
+fn roll_pair(
+    cfg: &ExfilConfig,
+    p: &mut Pair,
+    periodic: &Periodic,
+    host: Option<&HostBase>,
+) -> Option<(u64, WindowSums)> {
     let window_ms = cfg.window_ms.max(1);
     let w = p.window;
     let sums = std::mem::take(&mut p.cur);
@@ -533,8 +690,12 @@ fn roll_pair(cfg: &ExfilConfig, p: &mut Pair) -> Option<(u64, WindowSums)> {
             s.records = 0;
             s.long_ms = 0;
             s.sampled = false;
+            s.unexplained = 0;
             s.first_window = w;
             s.first_ms = sums.first_ms;
+        }
+        if !periodic.covers(periodic.view(host, w).as_ref(), sums.out) {
+            s.unexplained += sums.out;
         }
         s.out += sums.out;
         s.inn += sums.inn;
@@ -628,7 +789,7 @@ impl Detector for ExfilDetector {
                 window: w,
                 ..HostBase::default()
             });
-            hb.roll(w);
+            hb.roll(w, &self.periodic);
             hb.out += record.bytes;
         }
         let key = (host, peer);
@@ -743,6 +904,8 @@ impl Detector for ExfilDetector {
     fn state_bytes(&self) -> usize {
         self.pairs.shallow_bytes()
             + self.hosts.shallow_bytes()
+            + self.hosts.iter().filter(|(_, h)| h.daily.is_some()).count()
+                * size_of::<HourProfile>()
             + self.conns.shallow_bytes()
             + self.prevalence.state_bytes()
             + self.admission.bytes()

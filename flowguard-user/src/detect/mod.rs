@@ -190,6 +190,7 @@ pub mod common;
 pub mod exfil;
 pub mod lru;
 pub mod scan;
+pub mod seasonal;
 pub mod sketch;
 pub mod stats;
 pub mod volume;

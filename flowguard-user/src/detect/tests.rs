@@ -1066,3 +1066,234 @@ fn millions_of_distinct_keys_stay_within_the_cap() {
         );
     }
 }
+
+// ---------- daily habits (periodic baselines) ----------
+
+const DAY: u64 = 24 * HOUR;
+
+/// A host's quiet background over `days` days: three small HTTPS exchanges an hour with
+/// web servers, none big enough to give its pair state.
+fn quiet_background(host: IpAddr, days: u64, rng: &mut Rng) -> Vec<FlowRecord> {
+    let mut v = Vec::new();
+    for h in 0..days * 24 {
+        for _ in 0..3 {
+            let t = DAY0 + h * HOUR + rng.range(0, HOUR - MIN);
+            let server = v4(93, 184, 216, u8::try_from(rng.range(1, 40)).unwrap());
+            let sport = u16::try_from(rng.range(32_768, 60_999)).unwrap();
+            let up = rng.range(20_000, 80_000);
+            let pk = up / 1400 + 3;
+            v.push(rec(host, server, sport, 443, 6, EST, up, pk, t, t + 2_000));
+            v.push(rec(
+                server,
+                host,
+                443,
+                sport,
+                6,
+                EST,
+                up * 4,
+                pk,
+                t,
+                t + 2_000,
+            ));
+        }
+    }
+    v
+}
+
+/// Six days of `host`'s quiet background, and every night `n` (0–5) an upload of
+/// `bytes(n)` to `vault` from 02:00 UTC for 30 minutes.
+fn nightly_job(host: IpAddr, vault: IpAddr, bytes: impl Fn(u64) -> u64) -> Vec<FlowRecord> {
+    let mut rng = Rng(50);
+    let mut recs = quiet_background(host, 6, &mut rng);
+    for night in 0..6 {
+        let start = DAY0 + night * DAY + 2 * HOUR;
+        recs.extend(upload(host, vault, 443, bytes(night), start, 30 * MIN, MIN));
+    }
+    recs
+}
+
+/// (day, UTC hour) of the start of every exfiltration episode reported for `host`.
+fn reported_slots(findings: &[Finding], host: IpAddr) -> Vec<(u64, u64)> {
+    let mut slots: Vec<(u64, u64)> = of(findings, Category::Exfiltration)
+        .into_iter()
+        .filter(|f| f.entities.src == Some(host))
+        .map(|f| {
+            let t = f.first_seen_ms - DAY0;
+            (t / DAY, t % DAY / HOUR)
+        })
+        .collect();
+    slots.dedup();
+    slots
+}
+
+fn exfil_findings(config: &DetectConfig, recs: &[FlowRecord]) -> Vec<Finding> {
+    let findings = run(&mut ExfilDetector::new(config), recs);
+    findings.iter().for_each(check_finding);
+    findings
+}
+
+fn evidence_f64(f: &Finding, key: &str) -> f64 {
+    f.evidence
+        .get(key)
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or_else(|| panic!("no {key}: {f:#?}"))
+}
+
+#[test]
+fn a_nightly_upload_is_reported_until_learned_then_not() {
+    let (host, vault) = (ip("10.0.1.40"), ip("203.0.113.80"));
+    let recs = nightly_job(host, vault, |_| 700_000_000);
+    let findings = exfil_findings(&DetectConfig::default(), &recs);
+    // Nights 0–2 are reported; from night 3 the 02:00 hour has three earlier active
+    // days and the same volume is the host's habit.
+    assert_eq!(
+        reported_slots(&findings, host),
+        vec![(0, 2), (1, 2), (2, 2)],
+        "{findings:#?}"
+    );
+    // Night 2 shows the habit being learned: two earlier nights, not yet enough.
+    let night2 = findings
+        .iter()
+        .find(|f| f.first_seen_ms >= DAY0 + 2 * DAY)
+        .unwrap();
+    assert_eq!(night2.evidence["periodic_days"], serde_json::json!(2.0));
+    assert_eq!(night2.evidence["periodic_hour_utc"], serde_json::json!(2.0));
+    assert_eq!(night2.evidence["periodic_damped"], serde_json::json!(false));
+    let usual = evidence_f64(night2, "periodic_baseline_bytes");
+    assert!((usual / 7e8 - 1.0).abs() < 0.01, "{usual}");
+    // Without the daily profile every night is reported: the rolling baseline alone
+    // does not learn it.
+    let mut off = DetectConfig::default();
+    off.exfil.periodic_min_days = 0;
+    let findings = exfil_findings(&off, &recs);
+    assert_eq!(
+        reported_slots(&findings, host),
+        (0..6).map(|d| (d, 2)).collect::<Vec<_>>(),
+        "{findings:#?}"
+    );
+    assert!(
+        findings
+            .iter()
+            .all(|f| !f.evidence.contains_key("periodic_days"))
+    );
+}
+
+#[test]
+fn a_learned_host_uploading_at_an_unusual_hour_is_still_reported() {
+    let (host, vault) = (ip("10.0.1.40"), ip("203.0.113.80"));
+    let mut recs = nightly_job(host, vault, |_| 700_000_000);
+    recs.extend(upload(
+        host,
+        vault,
+        443,
+        700_000_000,
+        DAY0 + 5 * DAY + 14 * HOUR,
+        30 * MIN,
+        MIN,
+    ));
+    let findings = exfil_findings(&DetectConfig::default(), &recs);
+    assert_eq!(
+        reported_slots(&findings, host),
+        vec![(0, 2), (1, 2), (2, 2), (5, 14)],
+        "{findings:#?}"
+    );
+    let noon = findings
+        .iter()
+        .find(|f| f.first_seen_ms >= DAY0 + 5 * DAY + 14 * HOUR)
+        .unwrap();
+    assert_eq!(noon.evidence["periodic_hour_utc"], serde_json::json!(14.0));
+    assert_eq!(noon.evidence["periodic_days"], serde_json::json!(0.0));
+    assert_eq!(noon.evidence["periodic_damped"], serde_json::json!(false));
+}
+
+#[test]
+fn a_learned_nightly_upload_growing_tenfold_is_still_reported() {
+    let (host, vault) = (ip("10.0.1.40"), ip("203.0.113.80"));
+    let recs = nightly_job(host, vault, |night| {
+        if night == 5 {
+            7_000_000_000
+        } else {
+            700_000_000
+        }
+    });
+    let findings = exfil_findings(&DetectConfig::default(), &recs);
+    assert_eq!(
+        reported_slots(&findings, host),
+        vec![(0, 2), (1, 2), (2, 2), (5, 2)],
+        "{findings:#?}"
+    );
+    // The analyst sees the habit it went beyond.
+    let last = findings
+        .iter()
+        .find(|f| f.first_seen_ms >= DAY0 + 5 * DAY)
+        .unwrap();
+    assert_eq!(last.evidence["periodic_days"], serde_json::json!(5.0));
+    assert_eq!(last.evidence["periodic_damped"], serde_json::json!(false));
+    let usual = evidence_f64(last, "periodic_baseline_bytes");
+    assert!((usual / 7e8 - 1.0).abs() < 0.01, "{usual}");
+    assert!(
+        last.summary.contains("10.0× its daily habit at 02:00 UTC"),
+        "{}",
+        last.summary
+    );
+}
+
+#[test]
+fn another_host_without_a_habit_is_reported_at_the_learned_hour() {
+    let (host, other, vault) = (ip("10.0.1.40"), ip("10.0.1.41"), ip("203.0.113.80"));
+    let mut recs = nightly_job(host, vault, |_| 700_000_000);
+    recs.extend(upload(
+        other,
+        vault,
+        443,
+        700_000_000,
+        DAY0 + 5 * DAY + 2 * HOUR,
+        30 * MIN,
+        MIN,
+    ));
+    let findings = exfil_findings(&DetectConfig::default(), &recs);
+    assert_eq!(
+        reported_slots(&findings, host),
+        vec![(0, 2), (1, 2), (2, 2)],
+        "{findings:#?}"
+    );
+    assert_eq!(
+        reported_slots(&findings, other),
+        vec![(5, 2)],
+        "{findings:#?}"
+    );
+    let f = findings
+        .iter()
+        .find(|f| f.entities.src == Some(other))
+        .unwrap();
+    assert!(!f.evidence.contains_key("periodic_days"), "{f:#?}");
+}
+
+#[test]
+fn a_three_hour_nightly_job_is_learned_for_bulk_and_slow() {
+    // 250 MB an hour from 01:00 to 04:00: every window is a bulk candidate, and the
+    // third makes a slow run of 750 MB.
+    let (host, vault) = (ip("10.0.1.42"), ip("203.0.113.81"));
+    let mut rng = Rng(51);
+    let mut recs = quiet_background(host, 6, &mut rng);
+    for night in 0..6 {
+        let start = DAY0 + night * DAY + HOUR;
+        recs.extend(upload(host, vault, 443, 750_000_000, start, 3 * HOUR, MIN));
+    }
+    let findings = exfil_findings(&DetectConfig::default(), &recs);
+    assert_eq!(
+        reported_slots(&findings, host),
+        vec![(0, 1), (1, 1), (2, 1)],
+        "{findings:#?}"
+    );
+    // Nights 3–5 give neither a bulk window nor a slow run (without the slow run's
+    // damping they come back as `slow`). Without the profile every night is reported.
+    let mut off = DetectConfig::default();
+    off.exfil.periodic_min_days = 0;
+    let findings = exfil_findings(&off, &recs);
+    assert_eq!(
+        reported_slots(&findings, host),
+        (0..6).map(|d| (d, 1)).collect::<Vec<_>>(),
+        "{findings:#?}"
+    );
+}
