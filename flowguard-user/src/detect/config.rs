@@ -9,7 +9,6 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::sketch::HomeNets;
 use crate::decode::FlowRecord;
 
 /// Everything the detectors need to know about the site.
@@ -82,11 +81,35 @@ impl DetectConfig {
 /// integer masks, giving the same answers as [`DetectConfig::is_internal`] and
 /// [`DetectConfig::allowed`] for a few instructions per network instead of
 /// `IpNet::contains`' general path (which cost a third of detection time when every
-/// record was checked against a scenario's dozen rules).
+/// record was checked against a scenario's handful of rules). Each address is made
+/// canonical (v4-mapped v6 tests as v4) once per record, not once per network.
 #[derive(Clone, Debug, Default)]
 pub struct Site {
-    home: HomeNets,
+    home: Vec<Net>,
     allow: Vec<CompiledRule>,
+    /// Protocols some rule can match (bit per protocol number), so that records of
+    /// other protocols skip the rules.
+    allow_protocols: [u64; 4],
+}
+
+/// An address made canonical, as integers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Addr {
+    V4(u32),
+    V6(u128),
+}
+
+impl Addr {
+    #[inline]
+    fn of(a: IpAddr) -> Self {
+        match a {
+            IpAddr::V4(a) => Addr::V4(a.to_bits()),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => Addr::V4(v4.to_bits()),
+                None => Addr::V6(a.to_bits()),
+            },
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -105,13 +128,13 @@ impl Net {
         }
     }
 
-    /// Whether canonical address `a` is inside (a network only holds its own family).
+    /// Whether `a` is inside (a network only holds its own family).
     #[inline]
-    fn contains(self, a: IpAddr) -> bool {
+    fn contains(self, a: Addr) -> bool {
         match (self, a) {
             (Net::Any, _) => true,
-            (Net::V4(n, m), IpAddr::V4(a)) => a.to_bits() & m == n,
-            (Net::V6(n, m), IpAddr::V6(a)) => a.to_bits() & m == n,
+            (Net::V4(n, m), Addr::V4(a)) => a & m == n,
+            (Net::V6(n, m), Addr::V6(a)) => a & m == n,
             _ => false,
         }
     }
@@ -130,19 +153,28 @@ impl Site {
     /// Compiles `config`'s home networks and allow rules.
     #[must_use]
     pub fn new(config: &DetectConfig) -> Self {
+        let allow: Vec<CompiledRule> = config
+            .allow
+            .iter()
+            .map(|r| CompiledRule {
+                src: Net::of(r.src),
+                dst: Net::of(r.dst),
+                dst_port: r.dst_port,
+                protocol: r.protocol,
+                window: r.daily_window_utc_minutes,
+            })
+            .collect();
+        let mut allow_protocols = [0u64; 4];
+        for rule in &allow {
+            match rule.protocol {
+                Some(p) => allow_protocols[usize::from(p) / 64] |= 1 << (p % 64),
+                None => allow_protocols = [u64::MAX; 4],
+            }
+        }
         Self {
-            home: HomeNets::new(&config.home_nets),
-            allow: config
-                .allow
-                .iter()
-                .map(|r| CompiledRule {
-                    src: Net::of(r.src),
-                    dst: Net::of(r.dst),
-                    dst_port: r.dst_port,
-                    protocol: r.protocol,
-                    window: r.daily_window_utc_minutes,
-                })
-                .collect(),
+            home: config.home_nets.iter().map(|n| Net::of(Some(*n))).collect(),
+            allow,
+            allow_protocols,
         }
     }
 
@@ -150,7 +182,12 @@ impl Site {
     #[inline]
     #[must_use]
     pub fn is_internal(&self, addr: IpAddr) -> bool {
-        self.home.contains(addr)
+        self.internal(Addr::of(addr))
+    }
+
+    #[inline]
+    fn internal(&self, a: Addr) -> bool {
+        self.home.iter().any(|n| n.contains(a))
     }
 
     /// Whether an allow rule covers this record; the same answer as
@@ -158,21 +195,36 @@ impl Site {
     #[inline]
     #[must_use]
     pub fn allowed(&self, r: &FlowRecord) -> bool {
-        if self.allow.is_empty() {
+        self.allowed_canonical(r, Addr::of(r.src_addr), Addr::of(r.dst_addr))
+    }
+
+    /// Whether at least one end of `r` is internal and no allow rule covers it: the
+    /// records detection looks at.
+    #[inline]
+    #[must_use]
+    pub fn wants(&self, r: &FlowRecord) -> bool {
+        let (src, dst) = (Addr::of(r.src_addr), Addr::of(r.dst_addr));
+        (self.internal(src) || self.internal(dst)) && !self.allowed_canonical(r, src, dst)
+    }
+
+    #[inline]
+    fn allowed_canonical(&self, r: &FlowRecord, src: Addr, dst: Addr) -> bool {
+        if self.allow_protocols[usize::from(r.protocol) / 64] & (1 << (r.protocol % 64)) == 0 {
             return false;
         }
-        let (src, dst) = (r.src_addr.to_canonical(), r.dst_addr.to_canonical());
         self.allow.iter().any(|rule| {
-            let forward = rule.src.contains(src)
-                && rule.dst.contains(dst)
-                && rule.dst_port.is_none_or(|p| p == r.dst_port);
+            let forward = || {
+                rule.dst_port.is_none_or(|p| p == r.dst_port)
+                    && rule.src.contains(src)
+                    && rule.dst.contains(dst)
+            };
             let reverse = || {
-                rule.src.contains(dst)
+                rule.dst_port.is_none_or(|p| p == r.src_port)
+                    && rule.src.contains(dst)
                     && rule.dst.contains(src)
-                    && rule.dst_port.is_none_or(|p| p == r.src_port)
             };
             rule.protocol.is_none_or(|p| p == r.protocol)
-                && (forward || reverse())
+                && (forward() || reverse())
                 && rule.window.is_none_or(|w| in_daily_window(w, r.start_ms))
         })
     }

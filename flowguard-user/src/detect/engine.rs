@@ -50,9 +50,7 @@ impl Router {
     #[inline]
     #[must_use]
     pub fn route(&self, record: &FlowRecord) -> [Option<usize>; 2] {
-        if !(self.site.is_internal(record.src_addr) || self.site.is_internal(record.dst_addr))
-            || self.site.allowed(record)
-        {
+        if !self.site.wants(record) {
             return [None, None];
         }
         if self.num_shards <= 1 {
