@@ -85,11 +85,15 @@ impl DetectConfig {
 /// canonical (v4-mapped v6 tests as v4) once per record, not once per network.
 #[derive(Clone, Debug, Default)]
 pub struct Site {
-    home: Vec<Net>,
+    home_v4: Vec<(u32, u32)>,
+    home_v6: Vec<(u128, u128)>,
     allow: Vec<CompiledRule>,
     /// Protocols some rule can match (bit per protocol number), so that records of
     /// other protocols skip the rules.
     allow_protocols: [u64; 4],
+    /// Ports some rule names (bit per port), when every rule names one: a record with
+    /// neither port among them skips the rules.
+    allow_ports: Option<Box<[u64; 1024]>>,
 }
 
 /// An address made canonical, as integers.
@@ -171,11 +175,27 @@ impl Site {
                 None => allow_protocols = [u64::MAX; 4],
             }
         }
-        Self {
-            home: config.home_nets.iter().map(|n| Net::of(Some(*n))).collect(),
+        let allow_ports = allow
+            .iter()
+            .try_fold(Box::new([0u64; 1024]), |mut bits, rule| {
+                let p = rule.dst_port?;
+                bits[usize::from(p / 64)] |= 1 << (p % 64);
+                Some(bits)
+            });
+        let mut site = Self {
             allow,
             allow_protocols,
+            allow_ports,
+            ..Self::default()
+        };
+        for n in &config.home_nets {
+            match Net::of(Some(*n)) {
+                Net::V4(n, m) => site.home_v4.push((n, m)),
+                Net::V6(n, m) => site.home_v6.push((n, m)),
+                Net::Any => {}
+            }
         }
+        site
     }
 
     /// Whether `addr` is inside the home networks.
@@ -187,7 +207,10 @@ impl Site {
 
     #[inline]
     fn internal(&self, a: Addr) -> bool {
-        self.home.iter().any(|n| n.contains(a))
+        match a {
+            Addr::V4(a) => self.home_v4.iter().any(|&(n, m)| a & m == n),
+            Addr::V6(a) => self.home_v6.iter().any(|&(n, m)| a & m == n),
+        }
     }
 
     /// Whether an allow rule covers this record; the same answer as
@@ -211,6 +234,12 @@ impl Site {
     fn allowed_canonical(&self, r: &FlowRecord, src: Addr, dst: Addr) -> bool {
         if self.allow_protocols[usize::from(r.protocol) / 64] & (1 << (r.protocol % 64)) == 0 {
             return false;
+        }
+        if let Some(ports) = &self.allow_ports {
+            let named = |p: u16| ports[usize::from(p / 64)] & (1 << (p % 64)) != 0;
+            if !named(r.dst_port) && !named(r.src_port) {
+                return false;
+            }
         }
         self.allow.iter().any(|rule| {
             let forward = || {

@@ -82,6 +82,33 @@ pub fn robust_z(x: f64, median: f64, mad: f64, mad_floor: f64) -> f64 {
     (x - median) / (1.4826 * mad.max(mad_floor).max(f64::MIN_POSITIVE))
 }
 
+/// The factors of a run of `k` zero observations folded into an [`Ewma`]:
+/// mean·keep and dev·keep + spread·mean, with keep = (1−α)^k and
+/// spread = α·k·(1−α)^(k−1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ZeroDecay {
+    keep: f64,
+    spread: f64,
+}
+
+impl ZeroDecay {
+    /// The factors for `k` zeros (capped at 100,000) with weight `alpha`; `None` for none.
+    #[must_use]
+    #[expect(clippy::cast_precision_loss, reason = "k is capped")]
+    pub fn new(k: u64, alpha: f64) -> Option<Self> {
+        if k == 0 {
+            return None;
+        }
+        let k = k.min(100_000);
+        let n = i32::try_from(k).unwrap_or(100_000);
+        let keep_prev = (1.0 - alpha).powi(n - 1);
+        Some(Self {
+            keep: keep_prev * (1.0 - alpha),
+            spread: alpha * k as f64 * keep_prev,
+        })
+    }
+}
+
 /// Exponentially weighted mean and mean absolute deviation.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Ewma {
@@ -113,16 +140,18 @@ impl Ewma {
         reason = "f32 state is enough"
     )]
     pub fn decay_zeros(&mut self, k: u64, alpha: f64) {
-        if k == 0 {
-            return;
+        if let Some(f) = ZeroDecay::new(k, alpha) {
+            self.apply(f);
         }
-        let k = k.min(100_000);
-        let n = i32::try_from(k).unwrap_or(100_000);
-        let keep = (1.0 - alpha).powi(n);
+    }
+
+    /// [`decay_zeros`](Self::decay_zeros) with its factors computed once, for several
+    /// baselines decayed by the same run.
+    #[expect(clippy::cast_possible_truncation, reason = "f32 state is enough")]
+    pub fn apply(&mut self, f: ZeroDecay) {
         let mean = f64::from(self.mean);
-        self.dev = (f64::from(self.dev) * keep
-            + alpha * k as f64 * (1.0 - alpha).powi(n - 1) * mean) as f32;
-        self.mean = (mean * keep) as f32;
+        self.dev = (f64::from(self.dev) * f.keep + f.spread * mean) as f32;
+        self.mean = (mean * f.keep) as f32;
     }
 
     /// z of `x` against this baseline, with a deviation floor.

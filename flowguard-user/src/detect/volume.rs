@@ -72,7 +72,7 @@ use super::{
     config::{DetectConfig, VolumeConfig},
     lru::BoundedMap,
     sketch::{DistinctCounter, addr_hash},
-    stats::Ewma,
+    stats::{Ewma, ZeroDecay},
 };
 use crate::decode::FlowRecord;
 
@@ -164,6 +164,106 @@ struct Series {
     total_weight: f32,
 }
 
+/// Slots of the due schedule the wheel holds directly (640 s at 5 s slots: more than
+/// the allowed lateness plus a ring, so nearly every entry lands in the wheel).
+const WHEEL: u64 = 128;
+
+/// A timing wheel of series keys by the slot they are due at: O(1) to schedule, and
+/// taking what is due visits only the slots that passed. Entries beyond the wheel wait
+/// in `far`; entries already due wait in `now`.
+///
+/// A series has at most one live entry (its `sched`); entries left by evicted or
+/// rescheduled series are stale and skipped when taken. So that churn through many more
+/// keys than the cap cannot grow the wheel, the detector rebuilds it from the live
+/// series once it holds more than twice their number ([`VolumeDetector::compact_due`]).
+#[derive(Debug)]
+struct DueWheel {
+    slots: Vec<Vec<VKey>>,
+    /// Every entry before this slot has been taken.
+    base: u64,
+    now: Vec<VKey>,
+    far: BTreeMap<u64, Vec<VKey>>,
+    /// Entries held, stale ones included.
+    len: usize,
+}
+
+impl Default for DueWheel {
+    fn default() -> Self {
+        Self {
+            slots: (0..WHEEL).map(|_| Vec::new()).collect(),
+            base: 0,
+            now: Vec::new(),
+            far: BTreeMap::new(),
+            len: 0,
+        }
+    }
+}
+
+impl DueWheel {
+    fn push(&mut self, at: u64, key: VKey) {
+        self.len += 1;
+        if at < self.base {
+            self.now.push(key);
+        } else if at < self.base + WHEEL {
+            self.slots[(at % WHEEL) as usize].push(key);
+        } else {
+            self.far.entry(at).or_default().push(key);
+        }
+    }
+
+    /// Moves every entry due before `until` to `out`.
+    fn take_until(&mut self, until: u64, out: &mut Vec<VKey>) {
+        let before = out.len();
+        // Taken whole (not drained), so a burst's capacity is freed with it.
+        out.extend(std::mem::take(&mut self.now));
+        if until > self.base {
+            for slot in self.base..until.min(self.base + WHEEL) {
+                out.extend(std::mem::take(&mut self.slots[(slot % WHEEL) as usize]));
+            }
+            self.base = until;
+            self.pull_far(out);
+        }
+        self.len -= out.len() - before;
+    }
+
+    /// Moves `far` entries that now fall inside the wheel (or are due) into it.
+    fn pull_far(&mut self, out: &mut Vec<VKey>) {
+        if self.far.is_empty() {
+            return;
+        }
+        let beyond = self.far.split_off(&(self.base + WHEEL));
+        for (at, keys) in std::mem::replace(&mut self.far, beyond) {
+            if at < self.base {
+                out.extend(keys);
+            } else {
+                self.slots[(at % WHEEL) as usize].extend(keys);
+            }
+        }
+    }
+
+    /// Empties the wheel (keeping its position).
+    fn clear(&mut self) {
+        let base = self.base;
+        *self = Self::default();
+        self.base = base;
+    }
+
+    /// Every scheduled key (stale entries included).
+    fn keys(&self) -> impl Iterator<Item = &VKey> {
+        self.now
+            .iter()
+            .chain(self.slots.iter().flatten())
+            .chain(self.far.values().flatten())
+    }
+
+    /// Entries allocated.
+    fn capacity(&self) -> usize {
+        self.now.capacity()
+            + self.slots.iter().map(Vec::capacity).sum::<usize>()
+            + self.far.values().map(Vec::capacity).sum::<usize>()
+    }
+}
+
 /// The volumetric detector; see the module docs.
 pub struct VolumeDetector {
     config: DetectConfig,
@@ -174,7 +274,8 @@ pub struct VolumeDetector {
     /// an alert is open. Series with nothing due are left alone; the quiet slots they skip
     /// are closed when they are next due, in the same order and with the same result as
     /// closing them one by one.
-    due: BTreeMap<u64, Vec<VKey>>,
+    due: DueWheel,
+    due_scratch: Vec<VKey>,
     pending: Vec<VKey>,
     /// Series holding late records.
     late_keys: Vec<VKey>,
@@ -194,7 +295,8 @@ impl VolumeDetector {
                 hw: Some(Box::default()),
                 ..Series::default()
             },
-            due: BTreeMap::new(),
+            due: DueWheel::default(),
+            due_scratch: Vec::new(),
             pending: Vec::new(),
             late_keys: Vec::new(),
             filter: None,
@@ -316,7 +418,7 @@ impl VolumeDetector {
         let schedule = first_open.filter(|&slot| s.sched.is_none_or(|at| slot < at));
         if let Some(slot) = schedule {
             s.sched = Some(slot);
-            self.due.entry(slot).or_default().push(key);
+            self.due.push(slot, key);
         }
         if !closed_out.is_empty() {
             self.pending.push(key);
@@ -367,7 +469,7 @@ impl VolumeDetector {
                 let at = s.head;
                 if s.sched.is_none_or(|due| at < due) {
                     s.sched = Some(at);
-                    self.due.entry(at).or_default().push(key);
+                    self.due.push(at, key);
                 }
                 self.pending.push(key);
             }
@@ -540,10 +642,10 @@ impl VolumeDetector {
     fn close_active(&mut self, until_slot: u64) {
         let slot_ms = self.slot_ms();
         let cfg = self.config.volume.clone();
-        let later = self.due.split_off(&until_slot);
-        let due = std::mem::replace(&mut self.due, later);
+        let mut due = std::mem::take(&mut self.due_scratch);
+        self.due.take_until(until_slot, &mut due);
         let mut closed_out = Vec::new();
-        for key in due.into_values().flatten() {
+        for key in due.drain(..) {
             let Some(s) = self.series_get_mut(key) else {
                 continue;
             };
@@ -557,19 +659,36 @@ impl VolumeDetector {
             }
             s.sched = next_due(s);
             if let Some(at) = s.sched {
-                self.due.entry(at).or_default().push(key);
+                self.due.push(at, key);
             }
             if !closed_out.is_empty() {
                 self.pending.push(key);
             }
+        }
+        self.due_scratch = due;
+    }
+
+    /// Rebuilds the due wheel from the live series once stale entries (of evicted
+    /// series) make up more than half of it.
+    fn compact_due(&mut self) {
+        if self.due.len <= 2 * (self.series.len() + 1) + 4096 {
+            return;
+        }
+        self.due.clear();
+        for (k, s) in self.series.iter() {
+            if let Some(at) = s.sched {
+                self.due.push(at, *k);
+            }
+        }
+        if let Some(at) = self.total.sched {
+            self.due.push(at, VKey::Total);
         }
     }
 
     /// The latest slot any due series' ring reaches.
     fn last_due_slot(&self) -> u64 {
         self.due
-            .values()
-            .flatten()
+            .keys()
             .filter_map(|k| self.series_get(*k))
             .map(|s| s.head + RING as u64)
             .max()
@@ -611,8 +730,10 @@ fn close_until(
     // Skip over a long idle stretch in closed form.
     if s.head + RING as u64 <= new_head && !s.has_data {
         let idle = new_head - s.head;
-        for m in 0..3 {
-            s.base[m].decay_zeros(idle, alpha);
+        if let Some(f) = ZeroDecay::new(idle, alpha) {
+            for m in 0..3 {
+                s.base[m].apply(f);
+            }
         }
         if let Some(a) = s.alert.as_mut() {
             a.quiet += u32::try_from(idle).unwrap_or(u32::MAX);
@@ -643,8 +764,10 @@ fn close_until(
                 .take_while(|&slot| s.ring[(slot % RING as u64) as usize] == [0.0; 3])
                 .count() as u64;
             if run > 1 {
-                for m in 0..3 {
-                    s.base[m].decay_zeros(run, alpha);
+                if let Some(f) = ZeroDecay::new(run, alpha) {
+                    for m in 0..3 {
+                        s.base[m].apply(f);
+                    }
                 }
                 let fade = 0.99f32.powi(i32::try_from(run).unwrap_or(i32::MAX));
                 s.top_weight *= fade;
@@ -910,6 +1033,7 @@ impl Detector for VolumeDetector {
             self.add(VKey::Source(src), Some(dst), record, first_slot, last_slot);
         }
         self.add(VKey::Total, None, record, first_slot, last_slot);
+        self.compact_due();
     }
 
     fn advance(&mut self, watermark_ms: u64, out: &mut Vec<Finding>) {
@@ -940,11 +1064,11 @@ impl Detector for VolumeDetector {
                 .count()
                 * alert
             + size_of::<HoltWinters>()
-            + (self.due.values().map(Vec::capacity).sum::<usize>()
+            + (self.due.capacity()
+                + self.due_scratch.capacity()
                 + self.pending.capacity()
                 + self.late_keys.capacity())
                 * size_of::<VKey>()
-            + self.due.len() * 48
             + self
                 .late_keys
                 .iter()
