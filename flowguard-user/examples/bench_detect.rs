@@ -11,8 +11,15 @@
 //!   (`flowguard::scenario`): realistic benign background with the default attacks, in
 //!   export order, with the scenario's detector configuration (its allow rules).
 //!
+//! - **keys**: bounded state under key churn: 10,000,000 records, each with a new
+//!   internal host and a new external peer in both directions (so every detector sees
+//!   10 M new keys), at the default cap of `max_keys_per_detector` (1,000,000). It prints
+//!   state bytes, evictions and the process RSS every 1 M records, which must level off
+//!   once the caps are reached (`FLOWGUARD_BENCH_KEYS` and `FLOWGUARD_BENCH_KEY_CAP`
+//!   change the count and the cap).
+//!
 //! `FLOWGUARD_BENCH_RECORDS=N` sets the synthetic record count (default 2,000,000) and
-//! `FLOWGUARD_BENCH_DATASETS=synthetic,scenario` picks the datasets (both by default), for
+//! `FLOWGUARD_BENCH_DATASETS=synthetic,scenario,keys` picks the datasets (all by default), for
 //! profiling smaller runs under callgrind; each pipeline is timed as the best of
 //! `FLOWGUARD_BENCH_REPEAT` passes (default 3). `FLOWGUARD_BENCH_EACH=1` adds a row per
 //! detector run alone.
@@ -160,6 +167,78 @@ fn measure(name: &str, config: &DetectConfig, recs: &[FlowRecord], repeat: usize
     }
 }
 
+/// Resident set size of this process, MiB (Linux `/proc/self/status`).
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_owned();
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+/// The key-churn run: every record a new internal host and a new external peer, in
+/// both directions. Returns the table.
+fn churn(n: u64, cap: usize) -> String {
+    let mut config = DetectConfig::default();
+    config.max_keys_per_detector = cap;
+    let mut engine = DetectEngine::new(config, 1, standard_detectors);
+    let base = 1_780_000_000_000u64;
+    let rss_before = rss_mib();
+    let started = Instant::now();
+    let mut table = format!(
+        "key churn: {n} records, each a new internal host and external peer (both directions), cap {cap} keys per map\n\n| records | state MiB | evictions | RSS MiB |\n|---:|---:|---:|---:|\n"
+    );
+    let step = (n / 10).max(1);
+    for i in 0..n {
+        let t = base + i / 10; // 10 records per ms of event time
+        let internal = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (i as u32 & 0x00ff_ffff)));
+        let external = IpAddr::V4(Ipv4Addr::from(0x2000_0000u32.wrapping_add(i as u32)));
+        let mut out = FlowRecord {
+            src_addr: internal,
+            dst_addr: external,
+            src_port: 40_000,
+            dst_port: 80,
+            protocol: 6,
+            tcp_flags: 0x02,
+            start_ms: t,
+            end_ms: t,
+            ..FlowRecord::default()
+        };
+        out.set_counts(60, 1, 1);
+        let mut back = FlowRecord {
+            src_addr: external,
+            dst_addr: internal,
+            src_port: 443,
+            dst_port: 40_000,
+            protocol: 17,
+            ..out
+        };
+        back.set_counts(300, 1, 1);
+        engine.observe(&out);
+        engine.observe(&back);
+        if (i + 1) % step == 0 {
+            let s = engine.stats()[0];
+            #[expect(clippy::cast_precision_loss, reason = "display")]
+            let mib = s.state_bytes as f64 / f64::from(1u32 << 20);
+            table.push_str(&format!(
+                "| {} | {mib:.0} | {} | {:.0} |\n",
+                i + 1,
+                s.evictions,
+                rss_mib() - rss_before
+            ));
+        }
+    }
+    let (findings, _) = engine.finish();
+    table.push_str(&format!(
+        "\n({:.1} s; {} findings; RSS is the growth over the run's start)\n",
+        started.elapsed().as_secs_f64(),
+        findings.len()
+    ));
+    table
+}
+
 fn main() {
     if let Some(core) = core_affinity::get_core_ids().and_then(|c| c.into_iter().last()) {
         core_affinity::set_for_current(core);
@@ -172,8 +251,8 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
-    let datasets =
-        std::env::var("FLOWGUARD_BENCH_DATASETS").unwrap_or_else(|_| "synthetic,scenario".into());
+    let datasets = std::env::var("FLOWGUARD_BENCH_DATASETS")
+        .unwrap_or_else(|_| "synthetic,scenario,keys".into());
     let mut rows = Vec::new();
     if datasets.contains("synthetic") {
         let recs = synthetic(n);
@@ -235,5 +314,16 @@ fn main() {
         }
     }
     println!("\ngoal: >= 5e6 records/s through all detectors");
+    if datasets.contains("keys") {
+        let keys = std::env::var("FLOWGUARD_BENCH_KEYS")
+            .ok()
+            .and_then(|s| s.replace('_', "").parse().ok())
+            .unwrap_or(10_000_000);
+        let cap = std::env::var("FLOWGUARD_BENCH_KEY_CAP")
+            .ok()
+            .and_then(|s| s.replace('_', "").parse().ok())
+            .unwrap_or(DetectConfig::default().max_keys_per_detector);
+        println!("\n{}", churn(keys, cap));
+    }
     println!("rerun: cargo xtask bench detect");
 }

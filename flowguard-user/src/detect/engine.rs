@@ -225,6 +225,12 @@ impl DetectEngine {
         }
     }
 
+    /// Every shard's counters so far.
+    #[must_use]
+    pub fn stats(&self) -> Vec<ShardStats> {
+        self.shards.iter().map(DetectShard::stats).collect()
+    }
+
     /// Closes every window and returns all findings, in emission order.
     #[must_use]
     pub fn finish(mut self) -> (Vec<Finding>, Vec<ShardStats>) {
