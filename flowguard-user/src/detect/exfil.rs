@@ -11,7 +11,7 @@
 //!   windows exist);
 //! - **byte asymmetry**: PCR = (out − in)/(out + in) (Carter Bullard's producer/consumer
 //!   ratio): +1 is pure upload;
-//! - **destination rarity**: how many internal hosts talk to the peer (this shard's
+//! - **destination rarity**: how many internal hosts send to the peer (this shard's
 //!   count, or the global count fed with [`ExfilDetector::set_prevalence`]) and whether
 //!   it was first seen in the last 24 h;
 //! - **long connections**: records of one 5-tuple in either direction closer than
@@ -782,9 +782,12 @@ impl Detector for ExfilDetector {
         if self.filter.as_ref().is_some_and(|f| !f(host)) {
             return;
         }
-        self.prevalence.observe(peer, host, t);
         let w = self.window_of(t).max(self.closed_window);
         if outbound {
+            // Prevalence counts the internal hosts that send to a peer: the peer of an
+            // upload. Inbound-only contacts (a scanner's probes, unanswered) do not make
+            // an external host look popular, and skipping them halves the lookups.
+            self.prevalence.observe(peer, host, t);
             let hb = self.hosts.get_or_insert_with(host, || HostBase {
                 window: w,
                 ..HostBase::default()
