@@ -129,6 +129,22 @@ impl Source {
             + self.ports.heap_bytes()
     }
 
+    /// A success to `dst` at `now_ms`: a first contact moves the walk down by
+    /// `llr_success`, floored at `llr_lower` (where the failure run restarts). Out of
+    /// line: most successes are of hosts without state, and stop at the lookup.
+    #[inline(never)]
+    fn success(&mut self, dst: IpAddr, now_ms: u64, llr_success: f64, llr_lower: f64) {
+        if self.first_contact(addr_hash(dst)) {
+            #[expect(clippy::cast_possible_truncation, reason = "f32 state")]
+            let llr = (f64::from(self.llr) + llr_success).max(llr_lower) as f32;
+            self.llr = llr;
+            if f64::from(llr) <= llr_lower {
+                self.trw_failures = 0;
+            }
+        }
+        self.last_ms = self.last_ms.max(now_ms);
+    }
+
     /// First contact of the destination with address hash `dst_hash` ([`addr_hash`])
     /// within the filter; remembers it.
     fn first_contact(&mut self, dst_hash: u64) -> bool {
@@ -396,17 +412,8 @@ impl ScanDetector {
 
     #[inline]
     fn record_success(&mut self, key: IpAddr, dst: IpAddr, now_ms: u64) {
-        let (llr_success, llr_lower) = (self.llr_success, self.llr_lower);
         if let Some(src) = self.sources.get_mut(&key) {
-            if src.first_contact(addr_hash(dst)) {
-                #[expect(clippy::cast_possible_truncation, reason = "f32 state")]
-                let llr = (f64::from(src.llr) + llr_success).max(llr_lower) as f32;
-                src.llr = llr;
-                if f64::from(llr) <= llr_lower {
-                    src.trw_failures = 0;
-                }
-            }
-            src.last_ms = src.last_ms.max(now_ms);
+            src.success(dst, now_ms, self.llr_success, self.llr_lower);
         }
     }
 
