@@ -88,6 +88,18 @@ struct SeriesKey {
     protocol: u8,
 }
 
+impl SeriesKey {
+    /// A key that orders as the derived `Ord`: addresses by family (v4 first), then bits.
+    fn order(&self) -> (bool, u128, bool, u128, u16, u8) {
+        let bits = |a: IpAddr| match a {
+            IpAddr::V4(a) => (false, u128::from(a.to_bits())),
+            IpAddr::V6(a) => (true, a.to_bits()),
+        };
+        let (src, dst) = (bits(self.src), bits(self.dst));
+        (src.0, src.1, dst.0, dst.1, self.port, self.protocol)
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Event {
     /// Start, ms after the series base.
@@ -120,6 +132,10 @@ struct Series {
     last_ms: u64,
     sampled: bool,
     dirty: bool,
+    /// Whether an event was pushed with an earlier time than the one before it since the
+    /// events were last sorted (false: already in order, and sorting would change
+    /// nothing).
+    out_of_order: bool,
     reported: f32,
 }
 
@@ -170,6 +186,8 @@ pub struct BeaconDetector {
     data_first_ms: u64,
     late: u64,
     scratch: [Vec<f64>; 3],
+    /// Scratch for [`sort_events`]: the out-of-order tail and the merged sequence.
+    event_scratch: [Vec<Event>; 2],
 }
 
 impl BeaconDetector {
@@ -190,6 +208,7 @@ impl BeaconDetector {
             data_first_ms: u64::MAX,
             late: 0,
             scratch: [Vec::new(), Vec::new(), Vec::new()],
+            event_scratch: [Vec::new(), Vec::new()],
         }
     }
 
@@ -222,49 +241,50 @@ impl BeaconDetector {
         record.src_addr
     }
 
-    /// On sampled exports, a server's reply (an external service port to an internal
-    /// ephemeral port) turned around into the client's direction, when that is
-    /// eligible: a 1-packet beat's two directions are sampled independently, and either
-    /// one proves the connection. Unsampled, the client's own record is always there.
-    fn reply_flipped(&self, r: &FlowRecord) -> Option<FlowRecord> {
+    /// Whether `record` is scored, and how: `Some(false)` for a client's own record,
+    /// `Some(true)` for a server's reply to be turned around into the client's direction
+    /// (sampled exports only: a 1-packet beat's two directions are sampled independently,
+    /// and either one proves the connection; unsampled, the client's own record is always
+    /// there), `None` when neither.
+    ///
+    /// Eligible: an internal source, a destination that is neither a group address nor
+    /// (unless `include_internal_dst`) internal, and for TCP/UDP not a server's response
+    /// (source port < 1024, destination port ≥ 1024) nor a skipped port. A reply (an
+    /// external service port to an internal ephemeral port) is taken when its turned-around
+    /// record is eligible. Each address is tested against the home networks once: a record
+    /// with an internal source can only be eligible as it stands (a reply needs an
+    /// external source), and an external source is never eligible itself.
+    #[inline]
+    fn admit(&self, r: &FlowRecord) -> Option<bool> {
+        if self.home.contains(r.src_addr) {
+            let eligible = !common::is_group_or_unspecified(r.dst_addr)
+                && (self.config.beacon.include_internal_dst || !self.home.contains(r.dst_addr))
+                && self.ports_eligible(r.protocol, r.src_port, r.dst_port);
+            return eligible.then_some(false);
+        }
+        // The turned-around record's source is `dst_addr`, its destination `src_addr`
+        // (external, so the internal-destination test passes), its ports swapped.
         let reply = r.sampling_interval > 1
             && matches!(r.protocol, 6 | 17)
-            && !self.home.contains(r.src_addr)
             && r.dst_port >= 1024
             && r.src_port < r.dst_port
-            && (r.src_port < 1024 || r.dst_port >= 32_768);
-        if !reply {
-            return None;
-        }
-        let flipped = FlowRecord {
-            src_addr: r.dst_addr,
-            dst_addr: r.src_addr,
-            src_port: r.dst_port,
-            dst_port: r.src_port,
-            ..*r
-        };
-        self.eligible(&flipped).then_some(flipped)
+            && (r.src_port < 1024 || r.dst_port >= 32_768)
+            && self.home.contains(r.dst_addr)
+            && !common::is_group_or_unspecified(r.src_addr)
+            && self.ports_eligible(r.protocol, r.dst_port, r.src_port);
+        reply.then_some(true)
     }
 
-    fn eligible(&self, r: &FlowRecord) -> bool {
-        let c = &self.config;
-        if !self.home.contains(r.src_addr) || common::is_group_or_unspecified(r.dst_addr) {
-            return false;
-        }
-        if !c.beacon.include_internal_dst && self.home.contains(r.dst_addr) {
-            return false;
-        }
-        match r.protocol {
-            6 | 17 => {
-                let skip = if r.protocol == 6 {
-                    &c.beacon.skip_tcp_ports
-                } else {
-                    &c.beacon.skip_udp_ports
-                };
-                (r.src_port >= 1024 || r.dst_port < 1024) && !skip.contains(&r.dst_port)
-            }
-            _ => true,
-        }
+    /// The port part of eligibility: for TCP and UDP, not a server's response and not a
+    /// skipped destination port.
+    #[inline]
+    fn ports_eligible(&self, protocol: u8, src_port: u16, dst_port: u16) -> bool {
+        let skip = match protocol {
+            6 => &self.config.beacon.skip_tcp_ports,
+            17 => &self.config.beacon.skip_udp_ports,
+            _ => return true,
+        };
+        (src_port >= 1024 || dst_port < 1024) && !skip.contains(&dst_port)
     }
 
     /// Scores sorted events; `None` when there are too few intervals.
@@ -535,6 +555,149 @@ impl BeaconDetector {
         )
     }
 
+    /// Adds an admitted record (turned around when `reply`) ending at `end` to its key's
+    /// state. Kept out of `observe`, where most records stop at admission.
+    #[inline(never)]
+    fn record(&mut self, record: &FlowRecord, reply: bool, end: u64) {
+        let start = if record.start_ms == 0 {
+            end
+        } else {
+            record.start_ms.min(end)
+        };
+        self.prevalence
+            .observe(record.dst_addr, record.src_addr, start);
+        self.data_first_ms = self.data_first_ms.min(start);
+        let key = SeriesKey {
+            src: record.src_addr,
+            dst: record.dst_addr,
+            port: if matches!(record.protocol, 6 | 17 | 132) {
+                record.dst_port
+            } else {
+                0
+            },
+            protocol: record.protocol,
+        };
+        let max_events = self.config.beacon.max_timestamps.max(16);
+        let bytes = u32::try_from(record.bytes)
+            .unwrap_or(u32::MAX)
+            .min(REPLY - 1);
+        let sampled = record.sampling_interval > 1;
+        // One index lookup for a key with a series (most records of a busy key).
+        let s = if let Some(s) = self.series.get_mut(&key) {
+            s
+        } else {
+            // Admission: a key's first connection waits in the compact first-seen table;
+            // the second one promotes it to a series (the same state, event for event).
+            let fk = sketch::hash_of(&key);
+            let mut created = false;
+            let f = self.first.get_or_insert_with(fk, || {
+                created = true;
+                FirstSeen {
+                    base_ms: start,
+                    last_end_ms: end,
+                    last_ms: end,
+                    event: Event {
+                        t: 0,
+                        bytes: bytes | if reply { REPLY } else { 0 },
+                    },
+                    last_src_port: record.src_port,
+                    sampled,
+                }
+            });
+            if created {
+                return;
+            }
+            f.sampled |= sampled;
+            f.last_ms = f.last_ms.max(end);
+            if fold_same_connection(
+                &mut f.event,
+                f.last_src_port,
+                &mut f.last_end_ms,
+                record.src_port,
+                (start, end),
+                bytes,
+                reply,
+                sampled,
+            ) {
+                return;
+            }
+            let f = self.first.remove(&fk).expect("present");
+            self.series.get_or_insert_with(key, || Series {
+                base_ms: f.base_ms,
+                events: vec![f.event],
+                decimation: 1,
+                last_src_port: f.last_src_port,
+                last_end_ms: f.last_end_ms,
+                last_ms: f.last_ms,
+                sampled: f.sampled,
+                dirty: true,
+                out_of_order: false,
+                reported: 0.0,
+            });
+            // Looked up again (not the insert's reference) to mark the new series
+            // recently used, as any series a record touches.
+            self.series.get_mut(&key).expect("present")
+        };
+        s.dirty = true;
+        s.sampled |= sampled;
+        s.last_ms = s.last_ms.max(end);
+        // The same connection: a record the exporter split from the last one, or (sampled)
+        // any record of the last connection's client port, either direction. A sampled
+        // long-lived connection is one connection, not a train of beats.
+        if let Some(last) = s.events.last_mut()
+            && fold_same_connection(
+                last,
+                s.last_src_port,
+                &mut s.last_end_ms,
+                record.src_port,
+                (start, end),
+                bytes,
+                reply,
+                sampled,
+            )
+        {
+            return;
+        }
+        if start < s.base_ms {
+            // A connection before the base (reordering): shift the base back.
+            let shift = u32::try_from(s.base_ms - start).unwrap_or(u32::MAX);
+            for e in &mut s.events {
+                e.t = e.t.saturating_add(shift);
+            }
+            s.base_ms = start;
+        }
+        let Ok(t) = u32::try_from(start - s.base_ms) else {
+            // More than 49 days after the base: restart the series.
+            *s = Series {
+                base_ms: start,
+                decimation: 1,
+                dirty: true,
+                ..Series::default()
+            };
+            return;
+        };
+        if s.events.len() >= max_events {
+            s.events.sort_unstable_by_key(|e| e.t);
+            let mut i = 0;
+            s.events.retain(|_| {
+                i += 1;
+                i % 2 == 1
+            });
+            s.decimation = s.decimation.saturating_mul(2);
+            s.out_of_order = false;
+        }
+        // Shifting the base and folding into the last event keep the order.
+        if s.events.last().is_some_and(|last| t < last.t) {
+            s.out_of_order = true;
+        }
+        s.events.push(Event {
+            t,
+            bytes: bytes | if reply { REPLY } else { 0 },
+        });
+        s.last_src_port = record.src_port;
+        s.last_end_ms = end;
+    }
+
     /// Scores the dirty series and emits what crosses the threshold.
     fn evaluate(&mut self, out: &mut Vec<Finding>) {
         let horizon = self.config.beacon.horizon_ms;
@@ -544,6 +707,7 @@ impl BeaconDetector {
         self.series.retain(|_, s| s.last_ms + horizon >= now);
         self.first.retain(|_, f| f.last_ms + horizon >= now);
         let mut keys: Vec<SeriesKey> = Vec::new();
+        let [tail, merged] = &mut self.event_scratch;
         for (k, s) in self.series.iter_mut() {
             if !s.dirty {
                 continue;
@@ -555,11 +719,17 @@ impl BeaconDetector {
                 s.events.retain(|e| e.t >= cut);
             }
             if s.events.len() >= self.config.beacon.min_connections.max(3) {
-                s.events.sort_unstable_by_key(|e| e.t);
+                // Dropping the oldest events keeps the rest in order.
+                if s.out_of_order {
+                    sort_events(&mut s.events, tail, merged);
+                    s.out_of_order = false;
+                }
                 keys.push(*k);
             }
         }
-        keys.sort_unstable();
+        // The keys are distinct, so this is the order of `keys.sort_unstable()`, by plain
+        // integers instead of `IpAddr`'s comparison.
+        keys.sort_unstable_by_key(SeriesKey::order);
         let threshold = self.config.beacon.threshold;
         let mut pair_start = 0;
         while pair_start < keys.len() {
@@ -698,6 +868,51 @@ fn fold_same_connection(
     true
 }
 
+/// Sorts `events` by time into exactly the order `sort_unstable_by_key(|e| e.t)` gives,
+/// cheaply for the usual shape: a series is sorted up to its last evaluation, and the
+/// connections added since (records arrive by end time, so by start time only roughly)
+/// form a short tail. The tail is sorted on its own and merged in, O(n) plus the tail's
+/// sort instead of a sort of everything.
+///
+/// The order must be exactly the unstable sort's, because the last event after
+/// evaluation is the one a split record folds into and decimation drops every other
+/// event. Sorted by time, two sequences can differ only in the order of events with equal
+/// times; where all such events are also equal in bytes (so indistinguishable) the merge
+/// is used, otherwise the events are sorted by `sort_unstable_by_key` itself. A slice
+/// already in order is left as it is, as the unstable sort leaves it.
+fn sort_events(events: &mut [Event], tail: &mut Vec<Event>, merged: &mut Vec<Event>) {
+    let run = 1 + events.windows(2).take_while(|w| w[0].t <= w[1].t).count();
+    if run >= events.len() {
+        return;
+    }
+    let head = &events[..run];
+    tail.clear();
+    tail.extend_from_slice(&events[run..]);
+    tail.sort_unstable_by_key(|e| e.t);
+    merged.clear();
+    merged.reserve(events.len());
+    let (mut i, mut j) = (0, 0);
+    while i < head.len() && j < tail.len() {
+        if tail[j].t < head[i].t {
+            merged.push(tail[j]);
+            j += 1;
+        } else {
+            merged.push(head[i]);
+            i += 1;
+        }
+    }
+    merged.extend_from_slice(&head[i..]);
+    merged.extend_from_slice(&tail[j..]);
+    if merged
+        .windows(2)
+        .any(|w| w[0].t == w[1].t && w[0].bytes != w[1].bytes)
+    {
+        events.sort_unstable_by_key(|e| e.t);
+    } else {
+        events.copy_from_slice(merged);
+    }
+}
+
 /// The period fit of sorted intervals: (score in [0, 1], base period in ms).
 #[expect(clippy::cast_precision_loss, reason = "statistics")]
 fn period_fit(sorted: &[f64]) -> (f64, f64) {
@@ -752,139 +967,24 @@ impl Detector for BeaconDetector {
             return;
         }
         let flipped;
-        let (record, reply) = if self.eligible(record) {
-            (record, false)
-        } else if let Some(f) = self.reply_flipped(record) {
-            flipped = f;
-            (&flipped, true)
-        } else {
-            return;
+        let (record, reply) = match self.admit(record) {
+            Some(false) => (record, false),
+            Some(true) => {
+                flipped = FlowRecord {
+                    src_addr: record.dst_addr,
+                    dst_addr: record.src_addr,
+                    src_port: record.dst_port,
+                    dst_port: record.src_port,
+                    ..*record
+                };
+                (&flipped, true)
+            }
+            None => return,
         };
         if self.filter.as_ref().is_some_and(|f| !f(record.src_addr)) {
             return;
         }
-        let start = if record.start_ms == 0 {
-            end
-        } else {
-            record.start_ms.min(end)
-        };
-        self.prevalence
-            .observe(record.dst_addr, record.src_addr, start);
-        self.data_first_ms = self.data_first_ms.min(start);
-        let key = SeriesKey {
-            src: record.src_addr,
-            dst: record.dst_addr,
-            port: if matches!(record.protocol, 6 | 17 | 132) {
-                record.dst_port
-            } else {
-                0
-            },
-            protocol: record.protocol,
-        };
-        let max_events = self.config.beacon.max_timestamps.max(16);
-        let bytes = u32::try_from(record.bytes)
-            .unwrap_or(u32::MAX)
-            .min(REPLY - 1);
-        let sampled = record.sampling_interval > 1;
-        if self.series.get(&key).is_none() {
-            // Admission: a key's first connection waits in the compact first-seen table;
-            // the second one promotes it to a series (the same state, event for event).
-            let fk = sketch::hash_of(&key);
-            let Some(f) = self.first.get_mut(&fk) else {
-                self.first.get_or_insert_with(fk, || FirstSeen {
-                    base_ms: start,
-                    last_end_ms: end,
-                    last_ms: end,
-                    event: Event {
-                        t: 0,
-                        bytes: bytes | if reply { REPLY } else { 0 },
-                    },
-                    last_src_port: record.src_port,
-                    sampled,
-                });
-                return;
-            };
-            f.sampled |= sampled;
-            f.last_ms = f.last_ms.max(end);
-            if fold_same_connection(
-                &mut f.event,
-                f.last_src_port,
-                &mut f.last_end_ms,
-                record.src_port,
-                (start, end),
-                bytes,
-                reply,
-                sampled,
-            ) {
-                return;
-            }
-            let f = self.first.remove(&fk).expect("present");
-            self.series.get_or_insert_with(key, || Series {
-                base_ms: f.base_ms,
-                events: vec![f.event],
-                decimation: 1,
-                last_src_port: f.last_src_port,
-                last_end_ms: f.last_end_ms,
-                last_ms: f.last_ms,
-                sampled: f.sampled,
-                dirty: true,
-                reported: 0.0,
-            });
-        }
-        let s = self.series.get_mut(&key).expect("present");
-        s.dirty = true;
-        s.sampled |= sampled;
-        s.last_ms = s.last_ms.max(end);
-        // The same connection: a record the exporter split from the last one, or (sampled)
-        // any record of the last connection's client port, either direction. A sampled
-        // long-lived connection is one connection, not a train of beats.
-        if let Some(last) = s.events.last_mut()
-            && fold_same_connection(
-                last,
-                s.last_src_port,
-                &mut s.last_end_ms,
-                record.src_port,
-                (start, end),
-                bytes,
-                reply,
-                sampled,
-            )
-        {
-            return;
-        }
-        if start < s.base_ms {
-            // A connection before the base (reordering): shift the base back.
-            let shift = u32::try_from(s.base_ms - start).unwrap_or(u32::MAX);
-            for e in &mut s.events {
-                e.t = e.t.saturating_add(shift);
-            }
-            s.base_ms = start;
-        }
-        let Ok(t) = u32::try_from(start - s.base_ms) else {
-            // More than 49 days after the base: restart the series.
-            *s = Series {
-                base_ms: start,
-                decimation: 1,
-                dirty: true,
-                ..Series::default()
-            };
-            return;
-        };
-        if s.events.len() >= max_events {
-            s.events.sort_unstable_by_key(|e| e.t);
-            let mut i = 0;
-            s.events.retain(|_| {
-                i += 1;
-                i % 2 == 1
-            });
-            s.decimation = s.decimation.saturating_mul(2);
-        }
-        s.events.push(Event {
-            t,
-            bytes: bytes | if reply { REPLY } else { 0 },
-        });
-        s.last_src_port = record.src_port;
-        s.last_end_ms = end;
+        self.record(record, reply, end);
     }
 
     fn advance(&mut self, watermark_ms: u64, out: &mut Vec<Finding>) {
@@ -931,5 +1031,41 @@ impl Detector for BeaconDetector {
             + self.first.evictions()
             + self.pair_reported.evictions()
             + self.prevalence.evictions()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `sort_events` leaves exactly what `sort_unstable_by_key` leaves: sorted series
+    /// with out-of-order tails, with many ties (some differing in bytes) and with few.
+    #[test]
+    fn sort_events_matches_the_unstable_sort() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let (mut tail, mut merged) = (Vec::new(), Vec::new());
+        let pairs = |v: &[Event]| v.iter().map(|e| (e.t, e.bytes)).collect::<Vec<_>>();
+        for case in 0..3000 {
+            let n = 1 + (next() % 100) as usize;
+            let spread = if case % 3 == 0 { 16 } else { 1_000_000 };
+            let mut events: Vec<Event> = (0..n)
+                .map(|_| Event {
+                    t: (next() % spread) as u32,
+                    bytes: (next() % 3) as u32,
+                })
+                .collect();
+            let head = (next() % (n as u64 + 1)) as usize;
+            events[..head].sort_unstable_by_key(|e| e.t);
+            let mut want = events.clone();
+            want.sort_unstable_by_key(|e| e.t);
+            sort_events(&mut events, &mut tail, &mut merged);
+            assert_eq!(pairs(&events), pairs(&want), "case {case}");
+        }
     }
 }

@@ -129,10 +129,27 @@ impl Source {
             + self.ports.heap_bytes()
     }
 
-    /// First contact of `dst` within the filter; remembers it.
-    fn first_contact(&mut self, dst: IpAddr) -> bool {
+    /// A success to `dst` at `now_ms`: a first contact moves the walk down by
+    /// `llr_success`, floored at `llr_lower` (where the failure run restarts). Out of
+    /// line: most successes are of hosts without state, and stop at the lookup.
+    #[inline(never)]
+    fn success(&mut self, dst: IpAddr, now_ms: u64, llr_success: f64, llr_lower: f64) {
+        if self.first_contact(addr_hash(dst)) {
+            #[expect(clippy::cast_possible_truncation, reason = "f32 state")]
+            let llr = (f64::from(self.llr) + llr_success).max(llr_lower) as f32;
+            self.llr = llr;
+            if f64::from(llr) <= llr_lower {
+                self.trw_failures = 0;
+            }
+        }
+        self.last_ms = self.last_ms.max(now_ms);
+    }
+
+    /// First contact of the destination with address hash `dst_hash` ([`addr_hash`])
+    /// within the filter; remembers it.
+    fn first_contact(&mut self, dst_hash: u64) -> bool {
         #[expect(clippy::cast_possible_truncation, reason = "low half of a hash")]
-        let h = addr_hash(dst) as u32 | 1;
+        let h = dst_hash as u32 | 1;
         if self.contacts.contains(&h) {
             return false;
         }
@@ -276,17 +293,11 @@ impl ScanDetector {
     }
 
     fn estimate(&self, observed: u32, interval: u32) -> f64 {
-        if interval > 1 {
-            if (observed as usize) < self.scan_config().sampled_min_distinct {
-                f64::from(observed)
-            } else {
-                f64::from(observed) * f64::from(interval)
-            }
-        } else {
-            f64::from(observed)
-        }
+        estimate(observed, interval, self.scan_config().sampled_min_distinct)
     }
 
+    // Kept out of `observe`: most records are successes, whose path stays short.
+    #[inline(never)]
     #[expect(
         clippy::cast_possible_truncation,
         reason = "seconds since the epoch fit u32 until 2106"
@@ -301,11 +312,23 @@ impl ScanDetector {
     ) {
         let now_ms = common::event_ms(r);
         let now_s = (now_ms / 1000) as u32;
-        let slow_s = (self.scan_config().slow_window_ms / 1000).max(1) as u32;
-        let fast_s = (self.scan_config().window_ms / 1000).max(1) as u32;
+        let cfg = &self.config.scan;
+        let slow_s = (cfg.slow_window_ms / 1000).max(1) as u32;
+        let fast_s = (cfg.window_ms / 1000).max(1) as u32;
+        let (fast_ms, slow_ms) = (cfg.window_ms, cfg.slow_window_ms);
+        let h_need = cfg.horizontal_hosts as f64;
+        let v_need = cfg.vertical_ports as f64;
+        let min_distinct = cfg.sampled_min_distinct;
         let (llr_fail, llr_upper, llr_lower) = (self.llr_fail, self.llr_upper, self.llr_lower);
-        let slow_ms = self.scan_config().slow_window_ms;
-        let src = self.sources.get_or_insert_with(key, Source::default);
+        let mut created = false;
+        let mut src = self.sources.get_or_insert_with(key, || {
+            created = true;
+            Source::default()
+        });
+        if created {
+            // A new source is marked recently used, as an existing one is by the lookup.
+            src = self.sources.get_mut(&key).expect("inserted above");
+        }
         if src.last_ms != 0 && now_ms > src.last_ms + slow_ms {
             // Silence for a whole slow window: a new episode.
             *src = Source::default();
@@ -317,7 +340,8 @@ impl ScanDetector {
         src.last_ms = src.last_ms.max(now_ms);
         src.max_interval = src.max_interval.max(r.sampling_interval);
         src.probes += 1;
-        src.dsts.insert_hash(addr_hash(dst));
+        let dst_hash = addr_hash(dst);
+        src.dsts.insert_hash(dst_hash);
         src.ports.insert_hash(mix64(u64::from(port) | 0x1_0000));
         if let Some(a) = src
             .attempts
@@ -348,7 +372,7 @@ impl ScanDetector {
         let mut newly = false;
         if outcome == Outcome::Failed {
             src.failed += 1;
-            if src.first_contact(dst) {
+            if src.first_contact(dst_hash) {
                 src.trw_failures += 1;
                 src.llr = (f64::from(src.llr) + llr_fail) as f32;
                 if f64::from(src.llr) >= llr_upper && !src.crossed[TRW] {
@@ -362,21 +386,12 @@ impl ScanDetector {
         let interval = src.max_interval;
         let (h_fast, h_slow, v_fast, v_slow) = (c[0], c[1], c[2], c[3]);
         let crossed = src.crossed;
-        let h_need = self.scan_config().horizontal_hosts as f64;
-        let v_need = self.scan_config().vertical_ports as f64;
-        let (fast_ms, slow_ms) = (
-            self.scan_config().window_ms,
-            self.scan_config().slow_window_ms,
-        );
+        let h_fast_hit = estimate(h_fast, interval, min_distinct) >= h_need;
+        let v_fast_hit = estimate(v_fast, interval, min_distinct) >= v_need;
         let h_hit = !crossed[HORIZONTAL]
-            && (self.estimate(h_fast, interval) >= h_need
-                || self.estimate(h_slow, interval) >= h_need);
+            && (h_fast_hit || estimate(h_slow, interval, min_distinct) >= h_need);
         let v_hit = !crossed[VERTICAL]
-            && (self.estimate(v_fast, interval) >= v_need
-                || self.estimate(v_slow, interval) >= v_need);
-        let h_fast_hit = self.estimate(h_fast, interval) >= h_need;
-        let v_fast_hit = self.estimate(v_fast, interval) >= v_need;
-        let src = self.sources.get_mut(&key).expect("inserted above");
+            && (v_fast_hit || estimate(v_slow, interval, min_distinct) >= v_need);
         if h_hit {
             src.crossed[HORIZONTAL] = true;
             src.h_port = port;
@@ -395,18 +410,10 @@ impl ScanDetector {
         }
     }
 
+    #[inline]
     fn record_success(&mut self, key: IpAddr, dst: IpAddr, now_ms: u64) {
-        let (llr_success, llr_lower) = (self.llr_success, self.llr_lower);
         if let Some(src) = self.sources.get_mut(&key) {
-            if src.first_contact(dst) {
-                #[expect(clippy::cast_possible_truncation, reason = "f32 state")]
-                let llr = (f64::from(src.llr) + llr_success).max(llr_lower) as f32;
-                src.llr = llr;
-                if f64::from(llr) <= llr_lower {
-                    src.trw_failures = 0;
-                }
-            }
-            src.last_ms = src.last_ms.max(now_ms);
+            src.success(dst, now_ms, self.llr_success, self.llr_lower);
         }
     }
 
@@ -656,6 +663,20 @@ impl ScanDetector {
     }
 }
 
+/// The distinct count behind `observed` targets at sampling `interval`: observed × interval
+/// once at least `sampled_min_distinct` were observed on a sampled export, else observed.
+fn estimate(observed: u32, interval: u32, sampled_min_distinct: usize) -> f64 {
+    if interval > 1 {
+        if (observed as usize) < sampled_min_distinct {
+            f64::from(observed)
+        } else {
+            f64::from(observed) * f64::from(interval)
+        }
+    } else {
+        f64::from(observed)
+    }
+}
+
 /// ICMP destination unreachable (ICMP type 3, ICMPv6 type 1).
 fn is_unreachable(r: &FlowRecord) -> bool {
     let ty = r.icmp_type_code >> 8;
@@ -676,13 +697,11 @@ impl Detector for ScanDetector {
         let Some((key, dst, port, outcome)) = Self::classify(record) else {
             return;
         };
-        if outcome == Outcome::Success && self.sources.get(&key).is_none() {
-            // A success only moves the walk of a source that already has state.
-            return;
-        }
         if self.filter.as_ref().is_some_and(|f| !f(key)) {
             return;
         }
+        // A success only moves the walk of a source that already has state (one lookup,
+        // in `record_success`).
         match outcome {
             Outcome::Success => self.record_success(key, dst, now_ms),
             Outcome::Failed | Outcome::Probe => {
