@@ -28,8 +28,11 @@ pub struct DetectConfig {
     pub beacon: BeaconConfig,
     /// Volumetric thresholds.
     pub volume: VolumeConfig,
-    /// Most keys (hosts, host pairs) any one detector of one shard keeps; beyond it the
-    /// least recently seen key is evicted and counted.
+    /// Most keys (hosts, host pairs) any one map of one detector of one shard keeps;
+    /// beyond it the least recently seen key is evicted and counted. Each detector's
+    /// module docs give its bytes per key; at the default (1,000,000) a shard whose maps
+    /// are all full holds about 1.3 GiB (`cargo xtask bench detect`, key-churn run), and
+    /// stays there however many more distinct keys arrive.
     pub max_keys_per_detector: usize,
     /// How far behind the watermark a record may arrive and still count (ms).
     pub allowed_lateness_ms: u64,
