@@ -124,7 +124,7 @@ pub fn analyze(args: &AnalyzeArgs, factory: DetectorFactory) -> Result<Report> {
         bail!("nothing to analyze: give --read FILE.pcap and/or --flow-file FILE");
     }
     let config = load_detect_config(args.detect_config.as_deref())?;
-    let mut engine = DetectEngine::new(config, args.detect_shards.max(1), factory);
+    let mut engine = DetectEngine::new(&config, args.detect_shards.max(1), factory);
     let mut input = AnalyzeInput::default();
     let total: u64 = args
         .read

@@ -120,7 +120,7 @@ pub struct Prevalence {
     /// later records (most records) add nothing to the distinct count or to the first
     /// seen time (records arrive roughly in time order), so they skip the map lookup.
     /// 32 KiB, fixed.
-    recent: Box<[u64; RECENT_PAIRS]>,
+    recent: Box<[u64]>,
 }
 
 const RECENT_PAIRS: usize = 4096;
@@ -138,7 +138,7 @@ impl Prevalence {
     pub fn new(cap: usize) -> Self {
         Self {
             map: BoundedMap::new(cap),
-            recent: Box::new([0; RECENT_PAIRS]),
+            recent: vec![0; RECENT_PAIRS].into_boxed_slice(),
         }
     }
 
@@ -147,7 +147,8 @@ impl Prevalence {
     pub fn observe(&mut self, dst: IpAddr, host: IpAddr, at_ms: u64) {
         let host_hash = sketch::addr_hash(host);
         let pair = sketch::mix64(sketch::addr_hash(dst) ^ host_hash.rotate_left(17)) | 1;
-        let slot = &mut self.recent[(pair % RECENT_PAIRS as u64) as usize];
+        #[expect(clippy::cast_possible_truncation, reason = "below RECENT_PAIRS")]
+        let slot = &mut self.recent[(pair % self.recent.len() as u64) as usize];
         if *slot == pair {
             return;
         }

@@ -15,7 +15,7 @@ use crate::decode::FlowRecord;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectConfig {
-    /// The internal networks (Suricata's HOME_NET). Default: RFC 1918, RFC 4193, and the
+    /// The internal networks (Suricata's `HOME_NET`). Default: RFC 1918, RFC 4193, and the
     /// benchmarking range 198.18.0.0/15 the lab and scenarios use.
     pub home_nets: Vec<IpNet>,
     /// Traffic that must never produce a finding.
@@ -37,7 +37,7 @@ pub struct DetectConfig {
     /// How far behind the watermark a record may arrive and still count (ms).
     pub allowed_lateness_ms: u64,
     /// Destinations contacted by at least this many internal hosts are "prevalent"
-    /// (CDN, SaaS, NTP, update services) and damp beacon and exfiltration scores.
+    /// (CDN, `SaaS`, NTP, update services) and damp beacon and exfiltration scores.
     pub prevalence_hosts: usize,
 }
 

@@ -201,13 +201,13 @@ pub struct DetectEngine {
 impl DetectEngine {
     /// `num_shards` shards of `factory`'s detectors.
     #[must_use]
-    pub fn new(config: DetectConfig, num_shards: usize, factory: DetectorFactory) -> Self {
+    pub fn new(config: &DetectConfig, num_shards: usize, factory: DetectorFactory) -> Self {
         let count = num_shards.max(1);
         let shards = (0..count)
-            .map(|index| DetectShard::new(&config, factory, ShardId { index, count }))
+            .map(|index| DetectShard::new(config, factory, ShardId { index, count }))
             .collect();
         Self {
-            router: Router::new(&config, count),
+            router: Router::new(config, count),
             shards,
             findings: Vec::new(),
             unrouted: 0,
@@ -340,9 +340,11 @@ mod tests {
 
     #[test]
     fn windows_close_on_event_time_not_on_arrival() {
-        let mut config = DetectConfig::default();
-        config.allowed_lateness_ms = 10_000;
-        let mut e = DetectEngine::new(config.clone(), 1, factory);
+        let config = DetectConfig {
+            allowed_lateness_ms: 10_000,
+            ..DetectConfig::default()
+        };
+        let mut e = DetectEngine::new(&config, 1, factory);
         let base = 1_000_000_000u64;
         for i in 0..3 {
             e.observe(&rec("10.0.0.1", "8.8.8.8", base + i * 1000));
@@ -362,7 +364,7 @@ mod tests {
         assert_eq!(stats.iter().map(|s| s.records).sum::<u64>(), 5);
 
         // The same records, replayed, give the same findings.
-        let mut again = DetectEngine::new(config, 1, factory);
+        let mut again = DetectEngine::new(&config, 1, factory);
         for i in 0..3 {
             again.observe(&rec("10.0.0.1", "8.8.8.8", base + i * 1000));
         }

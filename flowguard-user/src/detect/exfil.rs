@@ -797,25 +797,24 @@ impl Detector for ExfilDetector {
         }
         let key = (host, peer);
         // One lookup on the common path: a known pair in its current window.
-        let roll = match self.pairs.get_mut(&key) {
-            Some(p) => p.window < w,
-            None => {
-                // Admission: a pair gets state once it moved `admit_bytes` in a window.
-                if w > self.admission_window {
-                    self.admission.clear();
-                    self.admission_window = w;
-                }
-                let h = mix64(addr_hash(host) ^ addr_hash(peer).rotate_left(29));
-                let moved = u32::try_from(record.bytes).unwrap_or(u32::MAX);
-                if self.admission.add(h, moved) < self.admit_bytes {
-                    return;
-                }
-                self.pairs.get_or_insert_with(key, || Pair {
-                    window: w,
-                    ..Pair::default()
-                });
-                false
+        let roll = if let Some(p) = self.pairs.get_mut(&key) {
+            p.window < w
+        } else {
+            // Admission: a pair gets state once it moved `admit_bytes` in a window.
+            if w > self.admission_window {
+                self.admission.clear();
+                self.admission_window = w;
             }
+            let h = mix64(addr_hash(host) ^ addr_hash(peer).rotate_left(29));
+            let moved = u32::try_from(record.bytes).unwrap_or(u32::MAX);
+            if self.admission.add(h, moved) < self.admit_bytes {
+                return;
+            }
+            self.pairs.get_or_insert_with(key, || Pair {
+                window: w,
+                ..Pair::default()
+            });
+            false
         };
         if roll {
             if self.pairs.get(&key).is_some_and(|p| p.cur.records > 0)

@@ -29,7 +29,7 @@ pub enum Category {
     /// Command-and-control beaconing (T1071 application layer protocol, T1573 encrypted
     /// channel).
     Beaconing,
-    /// Volumetric flood (T1498 network DoS, T1499 endpoint DoS).
+    /// Volumetric flood (T1498 network denial of service, T1499 endpoint denial of service).
     Volumetric,
 }
 

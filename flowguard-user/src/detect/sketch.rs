@@ -278,17 +278,15 @@ impl CountMin {
     /// Adds `amount` to the counters of a (well-mixed) `hash`; returns the new estimate.
     #[inline]
     pub fn add(&mut self, hash: u64, amount: u32) -> u32 {
-        #[expect(clippy::cast_possible_truncation, reason = "masked to the table")]
         let line = ((hash >> 32) as usize & self.line_mask) * LINE;
-        #[expect(clippy::cast_possible_truncation, reason = "masked to the line")]
-        let i = hash as usize % LINE;
+        #[expect(clippy::cast_possible_truncation, reason = "the low bits only")]
+        let first = hash as usize % LINE;
         // A second offset, never the first: one of the other 15 counters.
-        #[expect(clippy::cast_possible_truncation, reason = "masked to the line")]
-        let j = (i + 1 + (hash >> 4) as usize % (LINE - 1)) % LINE;
-        let x = self.counters[line + i].saturating_add(amount);
-        self.counters[line + i] = x;
-        let y = self.counters[line + j].saturating_add(amount);
-        self.counters[line + j] = y;
+        let second = (first + 1 + (hash >> 4) as usize % (LINE - 1)) % LINE;
+        let x = self.counters[line + first].saturating_add(amount);
+        self.counters[line + first] = x;
+        let y = self.counters[line + second].saturating_add(amount);
+        self.counters[line + second] = y;
         x.min(y)
     }
 

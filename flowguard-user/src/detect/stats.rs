@@ -131,14 +131,9 @@ impl Ewma {
     }
 
     /// Folds in `k` observations of zero at once, in closed form: `k` calls of
-    /// [`update`](Self::update) with 0 give mean·(1−α)^k and, since each adds
-    /// α·|0 − mean_j| = α·mean·(1−α)^j to a deviation that decays by (1−α),
-    /// dev·(1−α)^k + α·k·(1−α)^(k−1)·mean.
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_precision_loss,
-        reason = "f32 state is enough"
-    )]
+    /// [`update`](Self::update) with 0 give `mean·(1−α)^k` and, since the j-th adds
+    /// `α·|0 − mean·(1−α)^j|` to a deviation that decays by `(1−α)`,
+    /// `dev·(1−α)^k + α·k·(1−α)^(k−1)·mean`.
     pub fn decay_zeros(&mut self, k: u64, alpha: f64) {
         if let Some(f) = ZeroDecay::new(k, alpha) {
             self.apply(f);

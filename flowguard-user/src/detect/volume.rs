@@ -759,9 +759,9 @@ fn close_until(
         let idx = (s.head % RING as u64) as usize;
         // A run of empty windows with no alert to count quiet slots for (and no seasonal
         // model to step): fold it in closed form, as the idle skip above does.
-        if s.alert.is_none() && s.hw.is_none() && s.prev == [0.0; 3] {
+        if s.alert.is_none() && s.hw.is_none() && is_zero(&s.prev) {
             let run = (s.head..new_head)
-                .take_while(|&slot| s.ring[(slot % RING as u64) as usize] == [0.0; 3])
+                .take_while(|&slot| is_zero(&s.ring[(slot % RING as u64) as usize]))
                 .count() as u64;
             if run > 1 {
                 if let Some(f) = ZeroDecay::new(run, alpha) {
@@ -823,6 +823,12 @@ fn close_until(
         }
     }
     s.has_data = s.ring.iter().any(|c| c.iter().any(|&v| v != 0.0));
+}
+
+/// Whether a slot (or `prev`) holds nothing: slots are reset to exact zeros, so exact
+/// comparison is what is meant.
+fn is_zero(cell: &[f32; 3]) -> bool {
+    cell.iter().all(|&v| v == 0.0)
 }
 
 /// Judges one `bucket_ms` window of `s` ending at `end_ms` against its baselines (which it
