@@ -12,7 +12,7 @@ use crate::{
     report::flows::FlowFormat,
 };
 
-/// flowguard: a security-focused NetFlow v5 / v9 / IPFIX collector.
+/// flowguard: a security-focused `NetFlow` v5 / v9 / IPFIX collector.
 #[derive(Debug, Parser)]
 #[command(name = "flowguard", version, about)]
 pub struct Cli {

@@ -1,4 +1,4 @@
-//! flowguard: a security-focused NetFlow v5 / v9 / IPFIX collector.
+//! flowguard: a security-focused `NetFlow` v5 / v9 / IPFIX collector.
 //!
 //! The data path is `capture` (XDP ring buffers, `SO_REUSEPORT` sockets, pcap files) →
 //! `worker` (one pinned thread per shard) → `decode` (templates and records) → detection.

@@ -387,7 +387,7 @@ mod tests {
         let totals = replay(&args).unwrap();
         assert_eq!(totals.packets, packets.len() as u64);
         assert_eq!(totals.records, 100);
-        let mut buf = [0u8; 65_536];
+        let mut buf = vec![0u8; 65_536];
         for p in &packets {
             let n = collector.recv(&mut buf).unwrap();
             assert_eq!(&buf[..n], p.as_slice(), "byte-identical, in order");

@@ -81,7 +81,7 @@ fn start_detection(
                         index: j,
                         count: shard_count,
                     };
-                    run_shard(&shard_config, factory, id, receivers, &out)
+                    run_shard(&shard_config, factory, id, &receivers, &out)
                 })
                 .context("spawning detection shard")?,
         );
@@ -115,7 +115,7 @@ fn start_detection(
     Ok(Some(Detection {
         links: senders
             .into_iter()
-            .map(|q| Some(DetectLink::new(Arc::clone(&detect_config), q)))
+            .map(|q| Some(DetectLink::new(&detect_config, q)))
             .collect(),
         shards,
         reporter,
@@ -150,7 +150,7 @@ fn run_shard(
     config: &crate::detect::DetectConfig,
     factory: DetectorFactory,
     id: crate::detect::ShardId,
-    receivers: Vec<crossbeam_channel::Receiver<Vec<FlowRecord>>>,
+    receivers: &[crossbeam_channel::Receiver<Vec<FlowRecord>>],
     out: &crossbeam_channel::Sender<Finding>,
 ) -> ShardStats {
     let mut shard = DetectShard::new(config, factory, id);
@@ -165,15 +165,12 @@ fn run_shard(
         for &i in &open {
             select.recv(&receivers[i]);
         }
-        let op = match select.select_timeout(IDLE_INPUT) {
-            Ok(op) => op,
-            Err(_) => {
-                advance_live(&mut shard, &progress, &open, IDLE_INPUT, &mut findings);
-                for f in findings.drain(..) {
-                    let _ = out.send(f);
-                }
-                continue;
+        let Ok(op) = select.select_timeout(IDLE_INPUT) else {
+            advance_live(&mut shard, &progress, &open, IDLE_INPUT, &mut findings);
+            for f in findings.drain(..) {
+                let _ = out.send(f);
             }
+            continue;
         };
         let slot = op.index();
         let input = open[slot];

@@ -41,7 +41,7 @@ macro_rules! counters {
             /// Every counter, in index order.
             pub const ALL: &'static [Counter] = &[$(Counter::$variant,)*];
 
-            /// Stable snake_case name.
+            /// Stable `snake_case` name.
             #[must_use]
             pub const fn name(self) -> &'static str {
                 match self {
@@ -63,9 +63,9 @@ counters! {
     FromSocket => "from_socket",
     /// Datagrams from a capture file.
     FromPcap => "from_pcap",
-    /// NetFlow v5 messages.
+    /// `NetFlow` v5 messages.
     V5 => "v5",
-    /// NetFlow v9 messages.
+    /// `NetFlow` v9 messages.
     V9 => "v9",
     /// IPFIX messages.
     Ipfix => "ipfix",
@@ -151,9 +151,9 @@ impl SharedCounters {
 /// The export protocol of a datagram, from its first bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Version {
-    /// NetFlow v5.
+    /// `NetFlow` v5.
     V5,
-    /// NetFlow v9.
+    /// `NetFlow` v9.
     V9,
     /// IPFIX.
     Ipfix,
@@ -218,7 +218,7 @@ impl DetectLink {
     /// Queues to every shard, in shard order.
     #[must_use]
     pub fn new(
-        config: Arc<DetectConfig>,
+        config: &DetectConfig,
         queues: Vec<crossbeam_channel::Sender<Vec<FlowRecord>>>,
     ) -> Self {
         let batches = queues
@@ -226,7 +226,7 @@ impl DetectLink {
             .map(|_| Vec::with_capacity(DETECT_BATCH))
             .collect();
         Self {
-            router: Router::new(&config, queues.len()),
+            router: Router::new(config, queues.len()),
             queues,
             batches,
         }
@@ -578,13 +578,10 @@ fn drain_ring(worker: &mut Worker, ring: &mut RingBuf<MapData>, offset_ns: u64) 
 fn drain_socket(worker: &mut Worker, fd: &OwnedFd, dst_port: u16, batch: &mut RecvBatch) -> usize {
     let mut total = 0;
     loop {
-        let got = match batch.recv(fd) {
-            Ok(n) => n,
-            Err(_) => {
-                worker.count(Counter::SocketErrors);
-                0
-            }
-        };
+        let got = batch.recv(fd).unwrap_or_else(|_| {
+            worker.count(Counter::SocketErrors);
+            0
+        });
         if got == 0 {
             return total;
         }

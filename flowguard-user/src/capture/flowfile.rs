@@ -89,7 +89,7 @@ pub fn read_flow_file(
             counters.bad_lines += 1;
             continue;
         };
-        let received_ms = ts.parse::<f64>().map_or(0, |s| secs_to_ms(s));
+        let received_ms = ts.parse::<f64>().map_or(0, secs_to_ms);
         if !packet_records(&packet, received_ms, counters, &mut each) {
             counters.bad_lines += 1;
         }
@@ -284,7 +284,7 @@ fn ipfix_time(f: &Map<String, Value>, which: &str, export_ms: u64) -> Option<u64
         {
             let secs = secs.as_u64()?.checked_sub(NTP_TO_UNIX)?;
             let frac = frac.as_u64()?;
-            return Some(secs * 1000 + (frac * 1000 >> 32));
+            return Some(secs * 1000 + ((frac * 1000) >> 32));
         }
     }
     let delta = f

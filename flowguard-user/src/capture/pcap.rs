@@ -145,11 +145,9 @@ impl PcapFile {
                             continue;
                         };
                         let raw = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
-                        let ts = if per_sec == 0 {
-                            0
-                        } else {
-                            raw / per_sec * 1_000_000_000 + raw % per_sec * 1_000_000_000 / per_sec
-                        };
+                        let ts = raw.checked_div(per_sec).map_or(0, |secs| {
+                            secs * 1_000_000_000 + raw % per_sec * 1_000_000_000 / per_sec
+                        });
                         reader.frame(linktype, epb.packet_data(), ts, &mut each);
                     }
                     Ok(PcapBlockOwned::NG(Block::SimplePacket(spb))) => {
@@ -192,13 +190,13 @@ impl FrameReader<'_, '_> {
             Linktype::ETHERNET => SlicedPacket::from_ethernet(data),
             Linktype::RAW | Linktype::IPV4 | Linktype::IPV6 => SlicedPacket::from_ip(data),
             Linktype::LINUX_SLL => SlicedPacket::from_linux_sll(data),
-            Linktype::NULL | Linktype::LOOP => match data.get(4..) {
-                Some(rest) => SlicedPacket::from_ip(rest),
-                None => {
+            Linktype::NULL | Linktype::LOOP => {
+                let Some(rest) = data.get(4..) else {
                     self.counters.malformed += 1;
                     return;
-                }
-            },
+                };
+                SlicedPacket::from_ip(rest)
+            }
             _ => {
                 self.counters.unsupported_link += 1;
                 return;

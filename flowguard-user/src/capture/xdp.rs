@@ -341,7 +341,7 @@ pub fn split_record(record: &[u8]) -> Option<(RingHeader, &[u8])> {
     Some((header, payload))
 }
 
-/// Offset to add to `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) to get Unix-epoch nanoseconds.
+/// Offset to add to `bpf_ktime_get_ns()` (`CLOCK_MONOTONIC`) to get Unix-epoch nanoseconds.
 #[must_use]
 pub fn monotonic_to_unix_offset() -> u64 {
     let mut ts = libc::timespec {

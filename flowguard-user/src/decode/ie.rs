@@ -377,7 +377,7 @@ impl RawRecord {
             Ie::FlowEndDeltaMicroseconds => self.end_delta_us = Some(be_uint(v)),
             Ie::SystemInitTimeMilliseconds => self.system_init_ms = Some(be_uint(v)),
             Ie::ObservationTimeSeconds => {
-                self.observation_ms = Some(be_uint(v).saturating_mul(1000))
+                self.observation_ms = Some(be_uint(v).saturating_mul(1000));
             }
             Ie::ObservationTimeMilliseconds => self.observation_ms = Some(be_uint(v)),
             Ie::ObservationTimeMicroseconds | Ie::ObservationTimeNanoseconds => {
