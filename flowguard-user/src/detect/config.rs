@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use super::sketch::HomeNets;
 use crate::decode::FlowRecord;
 
 /// Everything the detectors need to know about the site.
@@ -88,8 +89,7 @@ impl DetectConfig {
 /// canonical (v4-mapped v6 tests as v4) once per record, not once per network.
 #[derive(Clone, Debug, Default)]
 pub struct Site {
-    home_v4: Vec<(u32, u32)>,
-    home_v6: Vec<(u128, u128)>,
+    home: HomeNets,
     allow: Vec<CompiledRule>,
     /// Protocols some rule can match (bit per protocol number), so that records of
     /// other protocols skip the rules.
@@ -185,20 +185,12 @@ impl Site {
                 bits[usize::from(p / 64)] |= 1 << (p % 64);
                 Some(bits)
             });
-        let mut site = Self {
+        Self {
+            home: HomeNets::new(&config.home_nets),
             allow,
             allow_protocols,
             allow_ports,
-            ..Self::default()
-        };
-        for n in &config.home_nets {
-            match Net::of(Some(*n)) {
-                Net::V4(n, m) => site.home_v4.push((n, m)),
-                Net::V6(n, m) => site.home_v6.push((n, m)),
-                Net::Any => {}
-            }
         }
-        site
     }
 
     /// Whether `addr` is inside the home networks.
@@ -211,8 +203,8 @@ impl Site {
     #[inline]
     fn internal(&self, a: Addr) -> bool {
         match a {
-            Addr::V4(a) => self.home_v4.iter().any(|&(n, m)| a & m == n),
-            Addr::V6(a) => self.home_v6.iter().any(|&(n, m)| a & m == n),
+            Addr::V4(a) => self.home.contains_v4(a),
+            Addr::V6(a) => self.home.contains_v6(a),
         }
     }
 

@@ -229,15 +229,23 @@ impl HomeNets {
     #[must_use]
     pub fn contains(&self, addr: IpAddr) -> bool {
         match addr.to_canonical() {
-            IpAddr::V4(a) => {
-                let a = a.to_bits();
-                self.v4.iter().any(|&(n, m)| a & m == n)
-            }
-            IpAddr::V6(a) => {
-                let a = a.to_bits();
-                self.v6.iter().any(|&(n, m)| a & m == n)
-            }
+            IpAddr::V4(a) => self.contains_v4(a.to_bits()),
+            IpAddr::V6(a) => self.contains_v6(a.to_bits()),
         }
+    }
+
+    /// Whether the (canonical) v4 address `a` is in one of the networks.
+    #[inline]
+    #[must_use]
+    pub fn contains_v4(&self, a: u32) -> bool {
+        self.v4.iter().any(|&(n, m)| a & m == n)
+    }
+
+    /// Whether the v6 address `a` (not v4-mapped) is in one of the networks.
+    #[inline]
+    #[must_use]
+    pub fn contains_v6(&self, a: u128) -> bool {
+        self.v6.iter().any(|&(n, m)| a & m == n)
     }
 }
 

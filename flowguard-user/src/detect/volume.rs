@@ -700,14 +700,25 @@ impl VolumeDetector {
 /// close it) or while the last closed slot's data still counts in the next window, else
 /// at its first slot holding data, else nowhere.
 fn next_due(s: &Series) -> Option<u64> {
-    if s.alert.is_some() || s.prev.iter().any(|&v| v != 0.0) {
+    if s.alert.is_some() || !is_zero(&s.prev) {
         return Some(s.head);
     }
-    (s.head..s.head + RING as u64).find(|&slot| {
-        s.ring[(slot % RING as u64) as usize]
-            .iter()
-            .any(|&v| v != 0.0)
-    })
+    (s.head..s.head + RING as u64).find(|&slot| !is_zero(&s.ring[(slot % RING as u64) as usize]))
+}
+
+/// Closes `n` empty slots from the head at once: the baselines take `n` zero windows in
+/// closed form, the same as judging them one by one (none can be anomalous).
+fn skip_empty(s: &mut Series, n: u64, alpha: f64) {
+    if let Some(f) = ZeroDecay::new(n, alpha) {
+        for m in 0..3 {
+            s.base[m].apply(f);
+        }
+    }
+    s.closed = s
+        .closed
+        .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+    s.head += n;
+    s.last_closed = s.head - 1;
 }
 
 /// Closes `s`'s slots before `new_head`, evaluating each; pushes `()` to `events` when an
@@ -730,11 +741,7 @@ fn close_until(
     // Skip over a long idle stretch in closed form.
     if s.head + RING as u64 <= new_head && !s.has_data {
         let idle = new_head - s.head;
-        if let Some(f) = ZeroDecay::new(idle, alpha) {
-            for m in 0..3 {
-                s.base[m].apply(f);
-            }
-        }
+        skip_empty(s, idle, alpha);
         if let Some(a) = s.alert.as_mut() {
             a.quiet += u32::try_from(idle).unwrap_or(u32::MAX);
             if a.quiet >= QUIET_WINDOWS_TO_CLOSE {
@@ -748,11 +755,6 @@ fn close_until(
             }
         }
         s.prev = [0.0; 3];
-        s.closed = s
-            .closed
-            .saturating_add(u32::try_from(idle).unwrap_or(u32::MAX));
-        s.last_closed = new_head - 1;
-        s.head = new_head;
         return;
     }
     while s.head < new_head {
@@ -764,19 +766,11 @@ fn close_until(
                 .take_while(|&slot| is_zero(&s.ring[(slot % RING as u64) as usize]))
                 .count() as u64;
             if run > 1 {
-                if let Some(f) = ZeroDecay::new(run, alpha) {
-                    for m in 0..3 {
-                        s.base[m].apply(f);
-                    }
-                }
+                skip_empty(s, run, alpha);
+                // As the slot-by-slot path below forgets counterparties.
                 let fade = 0.99f32.powi(i32::try_from(run).unwrap_or(i32::MAX));
                 s.top_weight *= fade;
                 s.total_weight *= fade;
-                s.closed = s
-                    .closed
-                    .saturating_add(u32::try_from(run).unwrap_or(u32::MAX));
-                s.head += run;
-                s.last_closed = s.head - 1;
                 continue;
             }
         }
@@ -822,7 +816,7 @@ fn close_until(
             }
         }
     }
-    s.has_data = s.ring.iter().any(|c| c.iter().any(|&v| v != 0.0));
+    s.has_data = !s.ring.iter().all(is_zero);
 }
 
 /// Whether a slot (or `prev`) holds nothing: slots are reset to exact zeros, so exact
