@@ -34,7 +34,7 @@ use std::{
 use flowguard::{
     decode::{Direction, FlowRecord},
     detect::{
-        BeaconDetector, DetectConfig, Detector, ExfilDetector, ScanDetector, ShardId,
+        BeaconDetector, DetectConfig, Detector, ExfilDetector, Finding, ScanDetector, ShardId,
         VolumeDetector, engine::DetectEngine, engine::ShardStats, standard_detectors,
     },
     scenario::{ScenarioConfig, generate},
@@ -108,15 +108,19 @@ fn volume_only(c: &DetectConfig, _: ShardId) -> Vec<Box<dyn Detector + Send>> {
 type Factory = fn(&DetectConfig, ShardId) -> Vec<Box<dyn Detector + Send>>;
 
 /// One timed pass: seconds, findings, shard 0's counters.
-fn run(config: &DetectConfig, recs: &[FlowRecord], factory: Factory) -> (f64, usize, ShardStats) {
+fn run(
+    config: &DetectConfig,
+    recs: &[FlowRecord],
+    factory: Factory,
+) -> (f64, Vec<Finding>, ShardStats) {
     let started = Instant::now();
     let mut engine = DetectEngine::new(config, 1, factory);
     for r in recs {
         engine.observe(r);
     }
     let (findings, stats) = engine.finish();
-    black_box(&findings);
-    (started.elapsed().as_secs_f64(), findings.len(), stats[0])
+    let secs = started.elapsed().as_secs_f64();
+    (secs, black_box(findings), stats[0])
 }
 
 struct Row {
@@ -140,6 +144,17 @@ fn measure(name: &str, config: &DetectConfig, recs: &[FlowRecord], repeat: usize
     };
     let (base_secs, _, _) = best(no_detectors);
     let (secs, findings, stats) = best(standard_detectors);
+    if let Some(dir) = std::env::var_os("FLOWGUARD_BENCH_DUMP") {
+        // Every finding of the all-detectors pass, so that a change meant to be faster
+        // only can be checked to give byte-identical results.
+        let slug: String = name
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect();
+        let path = std::path::Path::new(&dir).join(format!("{slug}.json"));
+        let json = serde_json::to_string_pretty(&findings).expect("findings serialize");
+        std::fs::write(&path, json).expect("write the findings dump");
+    }
     let each = if std::env::var_os("FLOWGUARD_BENCH_EACH").is_some() {
         let alone: [(&'static str, Factory); 4] = [
             ("scan", scan_only),
@@ -162,7 +177,7 @@ fn measure(name: &str, config: &DetectConfig, recs: &[FlowRecord], repeat: usize
         records: recs.len(),
         base_secs,
         secs,
-        findings,
+        findings: findings.len(),
         stats,
         each,
     }
