@@ -94,9 +94,59 @@ pub struct Site {
     /// Protocols some rule can match (bit per protocol number), so that records of
     /// other protocols skip the rules.
     allow_protocols: [u64; 4],
-    /// Ports some rule names (bit per port), when every rule names one: a record with
-    /// neither port among them skips the rules.
-    allow_ports: Option<Box<[u64; 1024]>>,
+    /// Which rules could cover a record, by the port a rule names; `None` when there
+    /// are more rules than bits, and every rule is tried.
+    candidates: Option<RuleIndex>,
+}
+
+/// The rules worth trying for a record, as bit masks over `Site::allow`: a record is
+/// checked against the rules naming its destination port (forward) or its source port
+/// (reverse, the answer of the same conversation), plus those naming no port. Most
+/// records carry at most one port a rule names, so this leaves zero or one rule to try
+/// instead of all of them, for one probe of a small direct-mapped table per port.
+#[derive(Clone, Debug)]
+struct RuleIndex {
+    /// (port, rules naming it) at `port % PORT_SLOTS`; an empty slot has mask 0.
+    by_port: [(u16, u64); PORT_SLOTS],
+    /// Rules naming no port.
+    any_port: u64,
+}
+
+/// Slots of [`RuleIndex::by_port`]: room for a site's handful of distinct ports.
+const PORT_SLOTS: usize = 32;
+
+impl RuleIndex {
+    /// The index, or `None` when there are more rules than mask bits or two named ports
+    /// share a slot (every rule is then tried).
+    fn new(rules: &[CompiledRule]) -> Option<Self> {
+        if rules.len() > 64 {
+            return None;
+        }
+        let mut index = Self {
+            by_port: [(0, 0); PORT_SLOTS],
+            any_port: 0,
+        };
+        for (i, rule) in rules.iter().enumerate() {
+            let bit = 1u64 << i;
+            let Some(p) = rule.dst_port else {
+                index.any_port |= bit;
+                continue;
+            };
+            let slot = &mut index.by_port[usize::from(p) % PORT_SLOTS];
+            if slot.1 != 0 && slot.0 != p {
+                return None;
+            }
+            *slot = (p, slot.1 | bit);
+        }
+        Some(index)
+    }
+
+    /// Rules naming `port`.
+    #[inline]
+    fn naming(&self, port: u16) -> u64 {
+        let (p, mask) = self.by_port[usize::from(port) % PORT_SLOTS];
+        if p == port { mask } else { 0 }
+    }
 }
 
 /// An address made canonical, as integers.
@@ -178,18 +228,11 @@ impl Site {
                 None => allow_protocols = [u64::MAX; 4],
             }
         }
-        let allow_ports = allow
-            .iter()
-            .try_fold(Box::new([0u64; 1024]), |mut bits, rule| {
-                let p = rule.dst_port?;
-                bits[usize::from(p / 64)] |= 1 << (p % 64);
-                Some(bits)
-            });
         Self {
             home: HomeNets::new(&config.home_nets),
+            candidates: RuleIndex::new(&allow),
             allow,
             allow_protocols,
-            allow_ports,
         }
     }
 
@@ -230,27 +273,53 @@ impl Site {
         if self.allow_protocols[usize::from(r.protocol) / 64] & (1 << (r.protocol % 64)) == 0 {
             return false;
         }
-        if let Some(ports) = &self.allow_ports {
-            let named = |p: u16| ports[usize::from(p / 64)] & (1 << (p % 64)) != 0;
-            if !named(r.dst_port) && !named(r.src_port) {
-                return false;
+        let Some(index) = &self.candidates else {
+            return self
+                .allow
+                .iter()
+                .any(|rule| rule.covers(r, src, dst, true) || rule.covers(r, dst, src, false));
+        };
+        let forward = index.any_port | index.naming(r.dst_port);
+        let reverse = index.any_port | index.naming(r.src_port);
+        (forward | reverse) != 0
+            && (self.any_covers(forward, r, src, dst, true)
+                || self.any_covers(reverse, r, dst, src, false))
+    }
+
+    /// Whether one of the rules in the bit mask `rules` covers `r` with `from` as the
+    /// rule's source end.
+    #[inline(always)]
+    fn any_covers(
+        &self,
+        mut rules: u64,
+        r: &FlowRecord,
+        from: Addr,
+        to: Addr,
+        forward: bool,
+    ) -> bool {
+        while rules != 0 {
+            let i = rules.trailing_zeros() as usize;
+            rules &= rules - 1;
+            if self.allow[i].covers(r, from, to, forward) {
+                return true;
             }
         }
-        self.allow.iter().any(|rule| {
-            let forward = || {
-                rule.dst_port.is_none_or(|p| p == r.dst_port)
-                    && rule.src.contains(src)
-                    && rule.dst.contains(dst)
-            };
-            let reverse = || {
-                rule.dst_port.is_none_or(|p| p == r.src_port)
-                    && rule.src.contains(dst)
-                    && rule.dst.contains(src)
-            };
-            rule.protocol.is_none_or(|p| p == r.protocol)
-                && (forward() || reverse())
-                && rule.window.is_none_or(|w| in_daily_window(w, r.start_ms))
-        })
+        false
+    }
+}
+
+impl CompiledRule {
+    /// Whether this rule covers `r` read with `from` as the rule's source and `to` as
+    /// its destination: `forward` as exported, or reversed (the rule's port is then the
+    /// record's source port, the answer of the same conversation).
+    #[inline(always)]
+    fn covers(&self, r: &FlowRecord, from: Addr, to: Addr, forward: bool) -> bool {
+        let port = if forward { r.dst_port } else { r.src_port };
+        self.protocol.is_none_or(|p| p == r.protocol)
+            && self.dst_port.is_none_or(|p| p == port)
+            && self.src.contains(from)
+            && self.dst.contains(to)
+            && self.window.is_none_or(|w| in_daily_window(w, r.start_ms))
     }
 }
 
@@ -549,7 +618,21 @@ mod tests {
         ] {
             c.allow.push(serde_json::from_str(rule).unwrap());
         }
-        let site = Site::new(&c);
+        agrees(&c);
+        // Two rules naming one port, and more rules than the candidate index holds.
+        c.allow
+            .push(serde_json::from_str(r#"{"src":"fc00::9/128","dst_port":22}"#).unwrap());
+        agrees(&c);
+        for i in 0..64 {
+            let filler = format!(r#"{{"src":"192.0.2.{i}/32","dst_port":{}}}"#, 1000 + i);
+            c.allow.push(serde_json::from_str(&filler).unwrap());
+        }
+        agrees(&c);
+    }
+
+    /// `Site` gives `DetectConfig`'s answers over addresses × ports × protocols × hours.
+    fn agrees(c: &DetectConfig) {
+        let site = Site::new(c);
         let addrs: Vec<IpAddr> = [
             "10.0.0.1",
             "10.0.0.5",
