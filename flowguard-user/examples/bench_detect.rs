@@ -2,7 +2,7 @@
 //! baseline in the same run that only routes records to shards and moves the watermark
 //! (the engine's own cost), so the ratio isolates what the detectors cost.
 //!
-//! Run with `cargo xtask bench detect`. Two datasets:
+//! Run with `cargo xtask bench detect`. Datasets:
 //!
 //! - **synthetic**: shaped like an enterprise edge at its worst for per-pair state:
 //!   2,000 internal hosts talking to 50,000 external hosts on common ports in random
@@ -10,6 +10,12 @@
 //! - **scenario**: the records of a generated 6-hour scenario with the default settings
 //!   (`flowguard::scenario`): realistic benign background with the default attacks, in
 //!   export order, with the scenario's detector configuration (its allow rules).
+//!
+//! - **busy**: the same generator at its largest site (2,000 workstations, a public web
+//!   server at 200 connections/s) over the two hours around the daily peak, about 4.6 M
+//!   records: realistic state sizes at ~640 records per second of event time, where the
+//!   6-hour scenario has ~10 (so per-watermark-step work weighs less and per-key state
+//!   more). `FLOWGUARD_BENCH_BUSY_HOURS` shortens it for profiling.
 //!
 //! - **keys**: bounded state under key churn: 10,000,000 records, each with a new
 //!   internal host and a new external peer in both directions (so every detector sees
@@ -19,7 +25,7 @@
 //!   change the count and the cap).
 //!
 //! `FLOWGUARD_BENCH_RECORDS=N` sets the synthetic record count (default 2,000,000) and
-//! `FLOWGUARD_BENCH_DATASETS=synthetic,scenario,keys` picks the datasets (all by default), for
+//! `FLOWGUARD_BENCH_DATASETS=synthetic,scenario,busy,keys` picks the datasets (all by default), for
 //! profiling smaller runs under callgrind; each pipeline is timed as the best of
 //! `FLOWGUARD_BENCH_REPEAT` passes (default 3; five times as many for the short scenario). `FLOWGUARD_BENCH_EACH=1` adds a row per
 //! detector run alone.
@@ -276,7 +282,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
     let datasets = std::env::var("FLOWGUARD_BENCH_DATASETS")
-        .unwrap_or_else(|_| "synthetic,scenario,keys".into());
+        .unwrap_or_else(|_| "synthetic,scenario,busy,keys".into());
     let mut rows = Vec::new();
     if datasets.contains("synthetic") {
         let recs = synthetic(n);
@@ -295,6 +301,35 @@ fn main() {
             &scenario.detect_config(),
             &scenario.records,
             repeat * 5,
+        ));
+    }
+    if datasets.contains("busy") {
+        // The same generator at its largest site (2,000 workstations, a busy public web
+        // server) over the two hours around the daily peak: the benign mix and the attacks
+        // of the default scenario at a record rate closer to a collector's.
+        let hours = std::env::var("FLOWGUARD_BENCH_BUSY_HOURS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(2.0);
+        let mut config = ScenarioConfig {
+            hours,
+            ..ScenarioConfig::default()
+        };
+        config.start_unix_secs = config.start_unix_secs / 86_400 * 86_400 + 12 * 3600;
+        config.background.workstations = 2000;
+        config.background.public_server_conn_per_s = 200.0;
+        let started = Instant::now();
+        let scenario = generate(&config);
+        eprintln!(
+            "busy site: {} records generated in {:.1} s",
+            scenario.records.len(),
+            started.elapsed().as_secs_f64()
+        );
+        rows.push(measure(
+            "busy site (2,000 workstations, 2 h at the daily peak)",
+            &scenario.detect_config(),
+            &scenario.records,
+            repeat,
         ));
     }
     let detectors: Vec<&str> =
