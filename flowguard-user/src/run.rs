@@ -23,10 +23,10 @@ use crate::{
         xdp::{self, Kernel},
     },
     cli::{Input, RunConfig},
-    decode::{DecodeCounters, Decoder, FlowRecord},
+    decode::{DecodeCounters, Decoder},
     detect::{
         Finding,
-        engine::{DetectShard, DetectorFactory, ShardStats},
+        engine::{DetectShard, DetectorFactory, Routed, ShardStats},
     },
     report::findings::{AlertStream, build_report},
     worker::{
@@ -60,7 +60,7 @@ fn start_detection(
     };
     let detect_config = Arc::new(settings.config.clone());
     let (finding_tx, finding_rx) = crossbeam_channel::unbounded::<Finding>();
-    let mut senders: Vec<Vec<crossbeam_channel::Sender<Vec<FlowRecord>>>> =
+    let mut senders: Vec<Vec<crossbeam_channel::Sender<Vec<Routed>>>> =
         (0..workers).map(|_| Vec::new()).collect();
     let mut shards = Vec::new();
     let shard_count = settings.shards;
@@ -150,7 +150,7 @@ fn run_shard(
     config: &crate::detect::DetectConfig,
     factory: DetectorFactory,
     id: crate::detect::ShardId,
-    receivers: &[crossbeam_channel::Receiver<Vec<FlowRecord>>],
+    receivers: &[crossbeam_channel::Receiver<Vec<Routed>>],
     out: &crossbeam_channel::Sender<Finding>,
 ) -> ShardStats {
     let mut shard = DetectShard::new(config, factory, id);
@@ -178,8 +178,8 @@ fn run_shard(
             Ok(batch) => {
                 let mut max = progress[input].map_or(0, |p| p.0);
                 for r in &batch {
-                    shard.observe_only(r);
-                    max = max.max(r.end_ms);
+                    shard.observe_only(&r.record, r.sides);
+                    max = max.max(r.record.end_ms);
                 }
                 progress[input] = Some((max, Instant::now()));
                 advance_live(&mut shard, &progress, &open, IDLE_INPUT, &mut findings);

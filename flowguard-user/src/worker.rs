@@ -23,8 +23,11 @@ use aya::maps::{MapData, RingBuf};
 
 use crate::{
     capture::{ExportPacket, Source, socket::RecvBatch, xdp},
-    decode::{DecodeCounters, Decoder, FlowRecord},
-    detect::{DetectConfig, engine::Router},
+    decode::{DecodeCounters, Decoder},
+    detect::{
+        DetectConfig,
+        engine::{Routed, Router},
+    },
     report::flows::write_json,
 };
 
@@ -210,17 +213,14 @@ const DETECT_BATCH: usize = 256;
 #[derive(Debug)]
 pub struct DetectLink {
     router: Router,
-    queues: Vec<crossbeam_channel::Sender<Vec<FlowRecord>>>,
-    batches: Vec<Vec<FlowRecord>>,
+    queues: Vec<crossbeam_channel::Sender<Vec<Routed>>>,
+    batches: Vec<Vec<Routed>>,
 }
 
 impl DetectLink {
     /// Queues to every shard, in shard order.
     #[must_use]
-    pub fn new(
-        config: &DetectConfig,
-        queues: Vec<crossbeam_channel::Sender<Vec<FlowRecord>>>,
-    ) -> Self {
+    pub fn new(config: &DetectConfig, queues: Vec<crossbeam_channel::Sender<Vec<Routed>>>) -> Self {
         let batches = queues
             .iter()
             .map(|_| Vec::with_capacity(DETECT_BATCH))
@@ -359,9 +359,14 @@ impl Worker {
                 if writing {
                     write_json(flow_buf, r);
                 }
-                if let Some(link) = detect.as_deref_mut() {
-                    for k in link.router.route(r).into_iter().flatten() {
-                        link.batches[k].push(*r);
+                if let Some(link) = detect.as_deref_mut()
+                    && let Some(route) = link.router.route(r)
+                {
+                    for k in route.shards().into_iter().flatten() {
+                        link.batches[k].push(Routed {
+                            record: *r,
+                            sides: route.sides(k),
+                        });
                         if link.batches[k].len() >= DETECT_BATCH {
                             full = true;
                         }

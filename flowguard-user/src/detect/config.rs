@@ -264,8 +264,17 @@ impl Site {
     #[inline]
     #[must_use]
     pub fn wants(&self, r: &FlowRecord) -> bool {
+        self.classify(r).is_some()
+    }
+
+    /// For a record detection looks at (see [`wants`](Self::wants)): whether its source
+    /// and its destination are internal. `None` for the others.
+    #[inline]
+    #[must_use]
+    pub fn classify(&self, r: &FlowRecord) -> Option<(bool, bool)> {
         let (src, dst) = (Addr::of(r.src_addr), Addr::of(r.dst_addr));
-        (self.internal(src) || self.internal(dst)) && !self.allowed_canonical(r, src, dst)
+        let sides = (self.internal(src), self.internal(dst));
+        ((sides.0 || sides.1) && !self.allowed_canonical(r, src, dst)).then_some(sides)
     }
 
     #[inline]

@@ -13,7 +13,7 @@
 
 use std::net::IpAddr;
 
-use super::{DetectConfig, Detector, Finding, ShardId, config::Site};
+use super::{DetectConfig, Detector, Finding, ShardId, Sides, config::Site};
 use crate::decode::FlowRecord;
 
 /// The watermark moves in steps of this much event time, so detectors are not asked to
@@ -46,24 +46,71 @@ impl Router {
         }
     }
 
-    /// The shards that should see `record`.
+    /// Where `record` goes, or `None` when no shard should see it.
     #[inline]
     #[must_use]
-    pub fn route(&self, record: &FlowRecord) -> [Option<usize>; 2] {
-        if !self.site.wants(record) {
-            return [None, None];
-        }
-        if self.num_shards <= 1 {
-            return [Some(0), None];
-        }
-        let a = host_shard(record.src_addr, self.num_shards);
-        let b = host_shard(record.dst_addr, self.num_shards);
-        if a == b {
-            [Some(a), None]
+    pub fn route(&self, record: &FlowRecord) -> Option<Route> {
+        let (src_internal, dst_internal) = self.site.classify(record)?;
+        let (src_shard, dst_shard) = if self.num_shards <= 1 {
+            (0, 0)
         } else {
-            [Some(a), Some(b)]
+            (
+                host_shard(record.src_addr, self.num_shards),
+                host_shard(record.dst_addr, self.num_shards),
+            )
+        };
+        Some(Route {
+            src_internal,
+            dst_internal,
+            src_shard,
+            dst_shard,
+        })
+    }
+}
+
+/// Where a record goes: the shards of both its ends (once, if the same), and what each
+/// of them is told about it ([`Sides`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    src_internal: bool,
+    dst_internal: bool,
+    src_shard: usize,
+    dst_shard: usize,
+}
+
+impl Route {
+    /// The shards that should see the record.
+    #[inline]
+    #[must_use]
+    pub fn shards(&self) -> [Option<usize>; 2] {
+        if self.src_shard == self.dst_shard {
+            [Some(self.src_shard), None]
+        } else {
+            [Some(self.src_shard), Some(self.dst_shard)]
         }
     }
+
+    /// What shard `shard` is told about the record.
+    #[inline]
+    #[must_use]
+    pub fn sides(&self, shard: usize) -> Sides {
+        Sides {
+            src_internal: self.src_internal,
+            dst_internal: self.dst_internal,
+            src_owned: self.src_shard == shard,
+            dst_owned: self.dst_shard == shard,
+        }
+    }
+}
+
+/// A record on its way to one shard, with what routing learned about it (the item of
+/// the live queues from workers to shards).
+#[derive(Clone, Copy, Debug)]
+pub struct Routed {
+    /// The record.
+    pub record: FlowRecord,
+    /// What the shard is told about it.
+    pub sides: Sides,
 }
 
 /// The shard of a host: a stable hash of its address.
@@ -131,8 +178,8 @@ impl DetectShard {
 
     /// Feeds one record, advancing the watermark (and pushing findings) when event time has
     /// moved on by a step.
-    pub fn observe(&mut self, record: &FlowRecord, out: &mut Vec<Finding>) {
-        self.observe_only(record);
+    pub fn observe(&mut self, record: &FlowRecord, sides: Sides, out: &mut Vec<Finding>) {
+        self.observe_only(record, sides);
         if record.end_ms > self.max_end_ms {
             self.max_end_ms = record.end_ms;
             self.advance_to(self.max_end_ms.saturating_sub(self.lateness_ms), out);
@@ -141,13 +188,13 @@ impl DetectShard {
 
     /// Feeds one record without moving the watermark (the caller drives it with
     /// [`advance_to`](Self::advance_to), e.g. from several inputs).
-    pub fn observe_only(&mut self, record: &FlowRecord) {
+    pub fn observe_only(&mut self, record: &FlowRecord, sides: Sides) {
         self.records += 1;
         if record.end_ms < self.watermark_ms {
             self.late_records += 1;
         }
         for d in &mut self.detectors {
-            d.observe(record);
+            d.observe_routed(record, sides);
         }
     }
 
@@ -216,12 +263,12 @@ impl DetectEngine {
 
     /// Routes and observes one record.
     pub fn observe(&mut self, record: &FlowRecord) {
-        let targets = self.router.route(record);
-        if targets == [None, None] {
+        let Some(route) = self.router.route(record) else {
             self.unrouted += 1;
-        }
-        for k in targets.into_iter().flatten() {
-            self.shards[k].observe(record, &mut self.findings);
+            return;
+        };
+        for k in route.shards().into_iter().flatten() {
+            self.shards[k].observe(record, route.sides(k), &mut self.findings);
         }
     }
 
@@ -318,7 +365,11 @@ mod tests {
     #[test]
     fn routing_follows_internal_hosts_and_skips_external_only_flows() {
         let c = DetectConfig::default();
-        let route = |r: &FlowRecord, n: usize| Router::new(&c, n).route(r);
+        let route = |r: &FlowRecord, n: usize| {
+            Router::new(&c, n)
+                .route(r)
+                .map_or([None, None], |route| route.shards())
+        };
         assert_eq!(route(&rec("8.8.8.8", "1.1.1.1", 0), 4), [None, None]);
         let shard = |a: &str| host_shard(a.parse().unwrap(), 4);
         let [a, b] = route(&rec("10.0.0.1", "8.8.8.8", 0), 4);

@@ -138,6 +138,13 @@ pub trait Detector {
     /// Records come through an [`engine::Router`], which has dropped those with no
     /// internal end and those an allow rule covers, so detectors do not check again.
     fn observe(&mut self, record: &FlowRecord);
+    /// Takes one record with what routing already learned about it ([`Sides`]), so that
+    /// the detector need not test home networks or hash hosts to shards again. Must give
+    /// the same result as [`observe`](Self::observe); the default simply calls it.
+    fn observe_routed(&mut self, record: &FlowRecord, sides: Sides) {
+        let _ = sides;
+        self.observe(record);
+    }
     /// Event time is known to have reached `watermark_ms`: close windows that end before it
     /// and push the findings they produce.
     fn advance(&mut self, watermark_ms: u64, out: &mut Vec<Finding>);
@@ -147,6 +154,23 @@ pub trait Detector {
     fn state_bytes(&self) -> usize;
     /// Keys evicted because of the state cap.
     fn evictions(&self) -> u64;
+}
+
+/// What routing learned about a record, for the shard it is handed to: which ends are
+/// inside the home networks, and on which ends this shard keeps state (the hosts that
+/// hash to it; both, with one shard). Computed once per record by the
+/// [`engine::Router`] instead of once per detector.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[expect(clippy::struct_excessive_bools, reason = "four independent facts")]
+pub struct Sides {
+    /// The source is inside the home networks.
+    pub src_internal: bool,
+    /// The destination is inside the home networks.
+    pub dst_internal: bool,
+    /// This shard owns the source (keeps state keyed on it).
+    pub src_owned: bool,
+    /// This shard owns the destination.
+    pub dst_owned: bool,
 }
 
 /// Which shard a detector instance serves: `index` of `count`.
