@@ -204,10 +204,34 @@ impl LinearCounter {
 /// `DetectConfig::is_internal` (v4-mapped v6 addresses test as v4; a network only
 /// contains addresses of its own family) for a few instructions per network instead of
 /// `IpNet::contains`' general path, which the detectors ask several times per record.
-#[derive(Clone, Debug, Default)]
+///
+/// A v4 address is first looked up by its first octet: most octets meet no home network
+/// (most external addresses are answered by one table load) or lie wholly inside one
+/// (a /8 or wider); only the octets that a longer prefix splits scan the list.
+#[derive(Clone, Debug)]
 pub struct HomeNets {
     v4: Vec<(u32, u32)>,
     v6: Vec<(u128, u128)>,
+    /// Per first octet of a v4 address: [`OCTET_OUTSIDE`], [`OCTET_INSIDE`] or
+    /// [`OCTET_SPLIT`].
+    v4_octet: Box<[u8; 256]>,
+}
+
+/// No home network meets the octet.
+const OCTET_OUTSIDE: u8 = 0;
+/// A home network holds the whole octet.
+const OCTET_INSIDE: u8 = 1;
+/// Some home network meets part of the octet: scan the list.
+const OCTET_SPLIT: u8 = 2;
+
+impl Default for HomeNets {
+    fn default() -> Self {
+        Self {
+            v4: Vec::new(),
+            v6: Vec::new(),
+            v4_octet: Box::new([OCTET_OUTSIDE; 256]),
+        }
+    }
 }
 
 impl HomeNets {
@@ -219,6 +243,20 @@ impl HomeNets {
             match n {
                 IpNet::V4(n) => h.v4.push((n.network().to_bits(), n.netmask().to_bits())),
                 IpNet::V6(n) => h.v6.push((n.network().to_bits(), n.netmask().to_bits())),
+            }
+        }
+        for (octet, class) in (0u32..).zip(h.v4_octet.iter_mut()) {
+            let first = octet << 24;
+            for &(n, m) in &h.v4 {
+                let top = m & 0xff00_0000;
+                if first & top != n & top {
+                    continue;
+                }
+                if m.trailing_zeros() >= 24 {
+                    *class = OCTET_INSIDE;
+                    break;
+                }
+                *class = OCTET_SPLIT;
             }
         }
         h
@@ -238,7 +276,11 @@ impl HomeNets {
     #[inline]
     #[must_use]
     pub fn contains_v4(&self, a: u32) -> bool {
-        self.v4.iter().any(|&(n, m)| a & m == n)
+        match self.v4_octet[(a >> 24) as usize] {
+            OCTET_OUTSIDE => false,
+            OCTET_INSIDE => true,
+            _ => self.v4.iter().any(|&(n, m)| a & m == n),
+        }
     }
 
     /// Whether the v6 address `a` (not v4-mapped) is in one of the networks.
@@ -254,16 +296,26 @@ impl HomeNets {
 /// total reaches a threshold. The estimate never falls below the true total (collisions
 /// only add), so no key that reaches the threshold is ever kept out; keys that never do
 /// (almost all of them, for per-pair state) cost a few bytes of a fixed table instead of a
-/// map entry. Memory: 2 × `width` × 4 bytes, fixed.
+/// map entry. Memory: 2 × `width` × 4 bytes, plus one generation byte per 64-byte line,
+/// fixed.
 ///
 /// Blocked: a key's two counters sit in one 64-byte line (16 counters), chosen by one
 /// part of the hash, at two different offsets chosen by another. Two independent rows
 /// cost two cache misses per record once the table outgrows the cache, which made this
 /// sketch the largest single cost of the exfiltration detector; one line per key keeps
 /// the never-underestimate guarantee and costs a slightly higher collision rate.
+///
+/// Cleared lazily: [`CountMin::clear`] starts a new generation, and a line is zeroed when
+/// it is first touched in it (its generation byte is stale). A clear per window used to
+/// write the whole table (2 MB at the default cap) even when a window touched a few
+/// hundred lines. The generation byte wraps after 255 clears; that clear zeroes
+/// everything, so a stale byte never matches by accident.
 #[derive(Clone, Debug)]
 pub struct CountMin {
     counters: Box<[u32]>,
+    /// Per line: the generation its counters belong to.
+    line_generation: Box<[u8]>,
+    generation: u8,
     /// Lines − 1 (a power of two).
     line_mask: usize,
 }
@@ -279,6 +331,8 @@ impl CountMin {
         let counters = 2 * width.max(64).next_power_of_two();
         Self {
             counters: vec![0; counters].into_boxed_slice(),
+            line_generation: vec![0; counters / LINE].into_boxed_slice(),
+            generation: 0,
             line_mask: counters / LINE - 1,
         }
     }
@@ -286,7 +340,12 @@ impl CountMin {
     /// Adds `amount` to the counters of a (well-mixed) `hash`; returns the new estimate.
     #[inline]
     pub fn add(&mut self, hash: u64, amount: u32) -> u32 {
-        let line = ((hash >> 32) as usize & self.line_mask) * LINE;
+        let line_index = (hash >> 32) as usize & self.line_mask;
+        let line = line_index * LINE;
+        if self.line_generation[line_index] != self.generation {
+            self.line_generation[line_index] = self.generation;
+            self.counters[line..line + LINE].fill(0);
+        }
         #[expect(clippy::cast_possible_truncation, reason = "the low bits only")]
         let first = hash as usize % LINE;
         // A second offset, never the first: one of the other 15 counters.
@@ -298,15 +357,19 @@ impl CountMin {
         x.min(y)
     }
 
-    /// Forgets everything (a new generation).
+    /// Forgets everything (a new generation; lines are zeroed when next touched).
     pub fn clear(&mut self) {
-        self.counters.fill(0);
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.counters.fill(0);
+            self.line_generation.fill(0);
+        }
     }
 
     /// Bytes held.
     #[must_use]
     pub fn bytes(&self) -> usize {
-        self.counters.len() * 4
+        self.counters.len() * 4 + self.line_generation.len()
     }
 }
 
@@ -334,14 +397,28 @@ mod tests {
 
     #[test]
     fn home_nets_agree_with_ipnet() {
-        let nets: Vec<IpNet> = ["10.0.0.0/8", "192.168.1.77/24", "fc00::/7", "2001:2::/48"]
-            .iter()
-            .map(|n| n.parse().unwrap())
-            .collect();
+        let nets: Vec<IpNet> = [
+            "10.0.0.0/8",
+            "192.168.1.77/24",
+            "96.0.0.0/6",
+            "172.16.0.0/12",
+            "fc00::/7",
+            "2001:2::/48",
+        ]
+        .iter()
+        .map(|n| n.parse().unwrap())
+        .collect();
         let h = HomeNets::new(&nets);
         for a in [
             "10.1.2.3",
             "11.0.0.1",
+            "9.255.255.255",
+            "98.1.2.3",
+            "100.0.0.1",
+            "95.255.255.255",
+            "172.31.0.1",
+            "172.32.0.1",
+            "172.15.255.255",
             "192.168.1.5",
             "192.168.2.5",
             "::ffff:10.0.0.1",
@@ -353,6 +430,12 @@ mod tests {
             let a: IpAddr = a.parse().unwrap();
             let c = a.to_canonical();
             assert_eq!(h.contains(a), nets.iter().any(|n| n.contains(&c)), "{a}");
+        }
+        // Every first octet, at random addresses within it.
+        for i in 0..65_536u64 {
+            #[expect(clippy::cast_possible_truncation, reason = "random low bits")]
+            let a = IpAddr::from(std::net::Ipv4Addr::from_bits(mix64(i) as u32));
+            assert_eq!(h.contains(a), nets.iter().any(|n| n.contains(&a)), "{a}");
         }
     }
 
@@ -368,6 +451,12 @@ mod tests {
         }
         c.clear();
         assert_eq!(c.add(mix64(5), 1), 1);
+        // Lazy clearing holds across the generation byte's wrap.
+        for round in 0..600u32 {
+            c.clear();
+            assert_eq!(c.add(mix64(5), 1), 1, "round {round}");
+            assert_eq!(c.add(mix64(5), 2), 3, "round {round}");
+        }
         // Roomy: 2,000 keys in 65,536 counters are 99% exact.
         let mut c = CountMin::new(1 << 15);
         let exact = (0..2_000u64).filter(|&k| c.add(mix64(k), 1) == 1).count();
