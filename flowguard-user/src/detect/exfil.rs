@@ -338,6 +338,9 @@ pub struct ExfilDetector {
     filter: Option<HostFilter>,
     watermark_ms: u64,
     closed_window: u64,
+    /// The window of the last record's event time and its span `[start, end)` in ms:
+    /// records arrive in time order, so most fall in it and skip the division.
+    last_window: (u64, u64, u64),
     late: u64,
     pending: Vec<Finding>,
     scratch: Vec<f64>,
@@ -364,6 +367,7 @@ impl ExfilDetector {
             filter: None,
             watermark_ms: 0,
             closed_window: 0,
+            last_window: (0, 0, 0),
             late: 0,
             pending: Vec::new(),
             scratch: Vec::new(),
@@ -403,6 +407,20 @@ impl ExfilDetector {
 
     fn window_of(&self, t_ms: u64) -> u64 {
         t_ms / self.config.exfil.window_ms.max(1)
+    }
+
+    /// [`Self::window_of`] for a record, through `last_window`.
+    #[inline]
+    fn record_window(&mut self, t_ms: u64) -> u64 {
+        let (w, start, end) = self.last_window;
+        if start <= t_ms && t_ms < end {
+            return w;
+        }
+        let window_ms = self.config.exfil.window_ms.max(1);
+        let w = t_ms / window_ms;
+        let start = w * window_ms;
+        self.last_window = (w, start, start.saturating_add(window_ms));
+        w
     }
 
     /// Closes the current window of `key` (if it has data) and scores it.
@@ -883,7 +901,7 @@ impl Detector for ExfilDetector {
         if self.filter.as_ref().is_some_and(|f| !f(host)) {
             return;
         }
-        let w = self.window_of(t).max(self.closed_window);
+        let w = self.record_window(t).max(self.closed_window);
         // Each address is hashed once per record, for prevalence and admission both.
         let host_hash = addr_hash(host);
         let peer_hash = addr_hash(peer);
@@ -902,12 +920,11 @@ impl Detector for ExfilDetector {
             }
             hb.out += record.bytes;
         }
-        let key = (host, peer);
         let pair = pair_hash(host_hash, peer_hash);
         // One lookup on the common path: a known pair in its current window; none for
         // most records, whose pair has no state.
         let held = if self.pair_filter.may_hold(pair) {
-            self.pairs.get_mut(&key)
+            self.pairs.get_mut(&(host, peer))
         } else {
             None
         };
@@ -923,7 +940,7 @@ impl Detector for ExfilDetector {
             if self.admission.add(pair, moved) < self.admit_bytes {
                 return;
             }
-            self.pairs.get_or_insert_with(key, || Pair {
+            self.pairs.get_or_insert_with((host, peer), || Pair {
                 window: w,
                 ..Pair::default()
             });
@@ -933,11 +950,12 @@ impl Detector for ExfilDetector {
             // Looked up again to mark it recently used (a new key starts unmarked): the
             // admitting record has always marked its pair, and eviction order depends on
             // it.
-            let Some(p) = self.pairs.get_mut(&key) else {
+            let Some(p) = self.pairs.get_mut(&(host, peer)) else {
                 return;
             };
             p
         };
+        let key = (host, peer);
         if p.window < w {
             self.roll_window(key, w);
             let Some(q) = self.pairs.get_mut(&key) else {

@@ -205,31 +205,37 @@ impl LinearCounter {
 /// contains addresses of its own family) for a few instructions per network instead of
 /// `IpNet::contains`' general path, which the detectors ask several times per record.
 ///
-/// A v4 address is first looked up by its first octet: most octets meet no home network
-/// (most external addresses are answered by one table load) or lie wholly inside one
-/// (a /8 or wider); only the octets that a longer prefix splits scan the list.
+/// A v4 address is looked up by its first octet, then (for the few first octets that a
+/// longer prefix splits) by its second. Each step says outside, inside, or split further;
+/// only an address in a /16 that a prefix longer than /16 splits scans the list.
 #[derive(Clone, Debug)]
 pub struct HomeNets {
     v4: Vec<(u32, u32)>,
     v6: Vec<(u128, u128)>,
-    /// Per first octet of a v4 address: [`OCTET_OUTSIDE`], [`OCTET_INSIDE`] or
-    /// [`OCTET_SPLIT`].
-    v4_octet: Box<[u8; 256]>,
+    /// Per first octet: [`OUTSIDE`], [`INSIDE`], [`SPLIT`], or [`BY_SECOND`] + the
+    /// index of its table in `v4_second`.
+    v4_first: [u8; 256],
+    /// Per second octet (of a first octet that needs it): [`OUTSIDE`], [`INSIDE`] or
+    /// [`SPLIT`].
+    v4_second: Vec<[u8; 256]>,
 }
 
-/// No home network meets the octet.
-const OCTET_OUTSIDE: u8 = 0;
-/// A home network holds the whole octet.
-const OCTET_INSIDE: u8 = 1;
-/// Some home network meets part of the octet: scan the list.
-const OCTET_SPLIT: u8 = 2;
+/// No home network meets the range.
+const OUTSIDE: u8 = 0;
+/// A home network holds the whole range.
+const INSIDE: u8 = 1;
+/// Some home network meets part of the range: scan the list.
+const SPLIT: u8 = 2;
+/// The first of the values of `v4_first` that name a second-octet table.
+const BY_SECOND: u8 = 3;
 
 impl Default for HomeNets {
     fn default() -> Self {
         Self {
             v4: Vec::new(),
             v6: Vec::new(),
-            v4_octet: Box::new([OCTET_OUTSIDE; 256]),
+            v4_first: [OUTSIDE; 256],
+            v4_second: Vec::new(),
         }
     }
 }
@@ -245,21 +251,41 @@ impl HomeNets {
                 IpNet::V6(n) => h.v6.push((n.network().to_bits(), n.netmask().to_bits())),
             }
         }
-        for (octet, class) in (0u32..).zip(h.v4_octet.iter_mut()) {
-            let first = octet << 24;
-            for &(n, m) in &h.v4 {
-                let top = m & 0xff00_0000;
-                if first & top != n & top {
-                    continue;
+        for first in 0..=u8::MAX {
+            let start = u32::from(first) << 24;
+            let class = h.classify(start, 8);
+            let class = if class == SPLIT && h.v4_second.len() < usize::from(u8::MAX - BY_SECOND) {
+                let mut second = [OUTSIDE; 256];
+                for (b, c) in (0u32..).zip(second.iter_mut()) {
+                    *c = h.classify(start | b << 16, 16);
                 }
-                if m.trailing_zeros() >= 24 {
-                    *class = OCTET_INSIDE;
-                    break;
-                }
-                *class = OCTET_SPLIT;
-            }
+                #[expect(clippy::cast_possible_truncation, reason = "checked above")]
+                let index = h.v4_second.len() as u8;
+                h.v4_second.push(second);
+                BY_SECOND + index
+            } else {
+                class
+            };
+            h.v4_first[usize::from(first)] = class;
         }
         h
+    }
+
+    /// How the v4 networks meet the `/len` range that starts at `start`.
+    fn classify(&self, start: u32, len: u32) -> u8 {
+        let top = u32::MAX << (32 - len);
+        let mut class = OUTSIDE;
+        for &(n, m) in &self.v4 {
+            let shared = m & top;
+            if start & shared != n & shared {
+                continue;
+            }
+            if m & !top == 0 {
+                return INSIDE;
+            }
+            class = SPLIT;
+        }
+        class
     }
 
     /// Whether `addr` is in one of the networks.
@@ -276,11 +302,22 @@ impl HomeNets {
     #[inline]
     #[must_use]
     pub fn contains_v4(&self, a: u32) -> bool {
-        match self.v4_octet[(a >> 24) as usize] {
-            OCTET_OUTSIDE => false,
-            OCTET_INSIDE => true,
-            _ => self.v4.iter().any(|&(n, m)| a & m == n),
+        let mut class = self.v4_first[(a >> 24) as usize];
+        if class >= BY_SECOND {
+            class = self.v4_second[usize::from(class - BY_SECOND)][(a >> 16) as usize & 0xff];
         }
+        if class < SPLIT {
+            class == INSIDE
+        } else {
+            self.scan_v4(a)
+        }
+    }
+
+    /// Asks every v4 network: for a /16 that a longer prefix splits.
+    #[cold]
+    #[inline(never)]
+    fn scan_v4(&self, a: u32) -> bool {
+        self.v4.iter().any(|&(n, m)| a & m == n)
     }
 
     /// Whether the v6 address `a` (not v4-mapped) is in one of the networks.
@@ -312,7 +349,7 @@ impl HomeNets {
 /// everything, so a stale byte never matches by accident.
 #[derive(Clone, Debug)]
 pub struct CountMin {
-    counters: Box<[u32]>,
+    lines: Box<[[u32; LINE]]>,
     /// Per line: the generation its counters belong to.
     line_generation: Box<[u8]>,
     generation: u8,
@@ -328,32 +365,33 @@ impl CountMin {
     /// 64).
     #[must_use]
     pub fn new(width: usize) -> Self {
-        let counters = 2 * width.max(64).next_power_of_two();
+        let lines = 2 * width.max(64).next_power_of_two() / LINE;
         Self {
-            counters: vec![0; counters].into_boxed_slice(),
-            line_generation: vec![0; counters / LINE].into_boxed_slice(),
+            lines: vec![[0; LINE]; lines].into_boxed_slice(),
+            line_generation: vec![0; lines].into_boxed_slice(),
             generation: 0,
-            line_mask: counters / LINE - 1,
+            line_mask: lines - 1,
         }
     }
 
     /// Adds `amount` to the counters of a (well-mixed) `hash`; returns the new estimate.
     #[inline]
     pub fn add(&mut self, hash: u64, amount: u32) -> u32 {
-        let line_index = (hash >> 32) as usize & self.line_mask;
-        let line = line_index * LINE;
-        if self.line_generation[line_index] != self.generation {
-            self.line_generation[line_index] = self.generation;
-            self.counters[line..line + LINE].fill(0);
+        let index = (hash >> 32) as usize & self.line_mask;
+        let line = &mut self.lines[index];
+        let generation = &mut self.line_generation[index];
+        if *generation != self.generation {
+            *generation = self.generation;
+            *line = [0; LINE];
         }
         #[expect(clippy::cast_possible_truncation, reason = "the low bits only")]
         let first = hash as usize % LINE;
         // A second offset, never the first: one of the other 15 counters.
         let second = (first + 1 + (hash >> 4) as usize % (LINE - 1)) % LINE;
-        let x = self.counters[line + first].saturating_add(amount);
-        self.counters[line + first] = x;
-        let y = self.counters[line + second].saturating_add(amount);
-        self.counters[line + second] = y;
+        let x = line[first].saturating_add(amount);
+        line[first] = x;
+        let y = line[second].saturating_add(amount);
+        line[second] = y;
         x.min(y)
     }
 
@@ -361,7 +399,7 @@ impl CountMin {
     pub fn clear(&mut self) {
         self.generation = self.generation.wrapping_add(1);
         if self.generation == 0 {
-            self.counters.fill(0);
+            self.lines.fill([0; LINE]);
             self.line_generation.fill(0);
         }
     }
@@ -369,7 +407,7 @@ impl CountMin {
     /// Bytes held.
     #[must_use]
     pub fn bytes(&self) -> usize {
-        self.counters.len() * 4 + self.line_generation.len()
+        self.lines.len() * size_of::<[u32; LINE]>() + self.line_generation.len()
     }
 }
 
@@ -400,6 +438,7 @@ mod tests {
         let nets: Vec<IpNet> = [
             "10.0.0.0/8",
             "192.168.1.77/24",
+            "198.18.0.0/15",
             "96.0.0.0/6",
             "172.16.0.0/12",
             "fc00::/7",
@@ -431,11 +470,16 @@ mod tests {
             let c = a.to_canonical();
             assert_eq!(h.contains(a), nets.iter().any(|n| n.contains(&c)), "{a}");
         }
-        // Every first octet, at random addresses within it.
+        // Every first octet, and every second octet of the split ones, at random
+        // addresses within them.
         for i in 0..65_536u64 {
             #[expect(clippy::cast_possible_truncation, reason = "random low bits")]
-            let a = IpAddr::from(std::net::Ipv4Addr::from_bits(mix64(i) as u32));
-            assert_eq!(h.contains(a), nets.iter().any(|n| n.contains(&a)), "{a}");
+            let r = mix64(i) as u32;
+            for first in [r >> 24, 0xac, 0xc0, 0xc6] {
+                let bits = r & 0x00ff_ffff | first << 24;
+                let a = IpAddr::from(std::net::Ipv4Addr::from_bits(bits));
+                assert_eq!(h.contains(a), nets.iter().any(|n| n.contains(&a)), "{a}");
+            }
         }
     }
 
