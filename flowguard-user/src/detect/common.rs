@@ -119,11 +119,11 @@ pub struct Prevalence {
     /// A direct-mapped filter of (host, destination) pairs counted lately: a pair's
     /// later records (most records) add nothing to the distinct count or to the first
     /// seen time (records arrive roughly in time order), so they skip the map lookup.
-    /// 32 KiB, fixed.
+    /// 32 KiB, fixed; `RECENT_PAIRS` is a power of two, so a slot is a mask away.
     recent: Box<[u64]>,
 }
 
-const RECENT_PAIRS: usize = 4096;
+const RECENT_PAIRS: usize = 1 << 12;
 
 #[derive(Clone, Copy, Debug, Default)]
 struct PrevalenceEntry {
@@ -145,14 +145,27 @@ impl Prevalence {
     /// Records that internal `host` talked to `dst` at `at_ms`.
     #[inline]
     pub fn observe(&mut self, dst: IpAddr, host: IpAddr, at_ms: u64) {
-        let host_hash = sketch::addr_hash(host);
-        let pair = sketch::mix64(sketch::addr_hash(dst) ^ host_hash.rotate_left(17)) | 1;
-        #[expect(clippy::cast_possible_truncation, reason = "below RECENT_PAIRS")]
-        let slot = &mut self.recent[(pair % self.recent.len() as u64) as usize];
+        self.observe_hashed(dst, sketch::addr_hash(dst), sketch::addr_hash(host), at_ms);
+    }
+
+    /// [`Prevalence::observe`] for a caller that already has both addresses' hashes:
+    /// `dst_hash` and `host_hash` must be [`sketch::addr_hash`] of `dst` and of the host.
+    #[inline]
+    pub fn observe_hashed(&mut self, dst: IpAddr, dst_hash: u64, host_hash: u64, at_ms: u64) {
+        let pair = sketch::mix64(dst_hash ^ host_hash.rotate_left(17)) | 1;
+        #[expect(clippy::cast_possible_truncation, reason = "masked below RECENT_PAIRS")]
+        let slot = &mut self.recent[pair as usize & (RECENT_PAIRS - 1)];
         if *slot == pair {
             return;
         }
         *slot = pair;
+        self.count(dst, host_hash, at_ms);
+    }
+
+    /// The filter's miss path: counts the host for `dst` (kept out of line so that the
+    /// common hit path inlines into the callers).
+    #[inline(never)]
+    fn count(&mut self, dst: IpAddr, host_hash: u64, at_ms: u64) {
         let e = self.map.get_or_insert_with(dst, || PrevalenceEntry {
             first_seen_ms: at_ms,
             ..PrevalenceEntry::default()

@@ -60,16 +60,18 @@
 //! **Admission.** A pair gets state only once it has moved 1/64 of `min_bytes` (both
 //! directions, at least 64 kB) within a window, as estimated by a fixed-size count-min
 //! sketch (never an underestimate; 2 rows of `max_keys_per_detector`/4 counters, at most
-//! 2 MB, cleared every window), so the millions of small pairs of an edge share a fixed
-//! table instead of a map entry each. Every report needs `min_bytes` outbound, so
-//! no reportable pair is kept out; its sums leave out what it moved before admission
-//! (under 1/64 of the threshold). Stitched connections are kept for admitted pairs only.
+//! 2 MB, cleared every window, lazily line by line), so the millions of small pairs of an
+//! edge share a fixed table instead of a map entry each. A bitmap of the held pairs'
+//! hashes answers "no state" for those records before the pair map is asked. Every
+//! report needs `min_bytes` outbound, so no reportable pair is kept out; its sums leave
+//! out what it moved before admission (under 1/64 of the threshold). Stitched connections
+//! are kept for admitted pairs only.
 //!
 //! A pair is reported once per episode (its first kind sticks) and updated when the
-//! score rises by 0.1. Byte costs: pair ≈ 245 bytes, host baseline ≈ 180 bytes, plus a
-//! daily profile of 264 bytes (heap) for the hosts that have one, stitched connection
-//! ≈ 110 bytes (only kept for records of ≥ 64 kB), prevalence entry ≈ 90 bytes; each
-//! map is capped at `max_keys_per_detector`.
+//! score rises by 0.1. Byte costs: pair ≈ 245 bytes plus 2–4 bytes of bitmap, host
+//! baseline ≈ 180 bytes, plus a daily profile of 264 bytes (heap) for the hosts that have
+//! one, stitched connection ≈ 110 bytes (only kept for records of ≥ 64 kB), prevalence
+//! entry ≈ 90 bytes; each map is capped at `max_keys_per_detector`.
 
 #![allow(
     clippy::too_many_lines,
@@ -177,6 +179,9 @@ struct HostBase {
 }
 
 impl HostBase {
+    /// Closes the host's window before `w` (the caller checks `self.window < w`: a
+    /// host moves to a new window once per window, not per record).
+    #[cold]
     fn roll(&mut self, w: u64, periodic: &Periodic) {
         if self.window < w {
             if self.out > 0 {
@@ -196,6 +201,75 @@ impl HostBase {
             self.out = 0;
             self.window = w;
         }
+    }
+}
+
+/// A bitmap of the held pairs' hashes ([`pair_hash`]), asked before the pair map. Nearly
+/// every record belongs to a pair without state (one that has not moved enough to be
+/// admitted), and a clear bit answers "not held" for one load instead of hashing and
+/// probing the map with two addresses. A set bit may be a collision or a pair evicted
+/// since: the map decides then. Every held pair's bit is set (set on admission, and the
+/// map only loses pairs by eviction or in [`ExfilDetector::close_windows_before`], which
+/// rebuilds the bitmap), so a clear bit is never wrong.
+///
+/// At least 16 bits per held pair when rebuilt (1/16 of pairs collide on a bit, or
+/// fewer), rebuilt again after that many admissions as an eighth of its bits: about
+/// 2–4 bytes per pair, and 512 bytes at least.
+#[derive(Debug)]
+struct PairFilter {
+    words: Vec<u64>,
+    /// Admissions since the last rebuild.
+    added: usize,
+}
+
+impl PairFilter {
+    const MIN_WORDS: usize = 64;
+
+    fn new() -> Self {
+        Self {
+            words: vec![0; Self::MIN_WORDS],
+            added: 0,
+        }
+    }
+
+    #[inline]
+    fn index(&self, hash: u64) -> (usize, u64) {
+        let word = (hash >> 6) as usize & (self.words.len() - 1);
+        (word, 1 << (hash & 63))
+    }
+
+    /// Whether a pair with `hash` may be held.
+    #[inline]
+    fn may_hold(&self, hash: u64) -> bool {
+        let (word, bit) = self.index(hash);
+        self.words[word] & bit != 0
+    }
+
+    /// Sets `hash`'s bit; true when the bitmap is due for a rebuild.
+    fn add(&mut self, hash: u64) -> bool {
+        let (word, bit) = self.index(hash);
+        self.words[word] |= bit;
+        self.added += 1;
+        self.added * 8 > self.words.len() * 64
+    }
+
+    /// Sets exactly the bits of `pairs`, in a bitmap sized for them.
+    fn rebuild(&mut self, pairs: &BoundedMap<(IpAddr, IpAddr), Pair>) {
+        let words = (pairs.len() * 16 / 64)
+            .next_power_of_two()
+            .max(Self::MIN_WORDS);
+        self.words.clear();
+        self.words.resize(words, 0);
+        self.words.shrink_to(words);
+        for (&(host, peer), _) in pairs.iter() {
+            let (word, bit) = self.index(pair_hash(addr_hash(host), addr_hash(peer)));
+            self.words[word] |= bit;
+        }
+        self.added = 0;
+    }
+
+    fn bytes(&self) -> usize {
+        self.words.capacity() * 8
     }
 }
 
@@ -251,6 +325,7 @@ impl Periodic {
 pub struct ExfilDetector {
     config: DetectConfig,
     pairs: BoundedMap<(IpAddr, IpAddr), Pair>,
+    pair_filter: PairFilter,
     hosts: BoundedMap<IpAddr, HostBase>,
     conns: BoundedMap<ConnKey, Conn>,
     prevalence: Prevalence,
@@ -263,6 +338,9 @@ pub struct ExfilDetector {
     filter: Option<HostFilter>,
     watermark_ms: u64,
     closed_window: u64,
+    /// The window of the last record's event time and its span `[start, end)` in ms:
+    /// records arrive in time order, so most fall in it and skip the division.
+    last_window: (u64, u64, u64),
     late: u64,
     pending: Vec<Finding>,
     scratch: Vec<f64>,
@@ -277,6 +355,7 @@ impl ExfilDetector {
         Self {
             config: config.clone(),
             pairs: BoundedMap::new(cap),
+            pair_filter: PairFilter::new(),
             hosts: BoundedMap::new(cap),
             conns: BoundedMap::new(cap),
             prevalence: Prevalence::new(cap),
@@ -288,6 +367,7 @@ impl ExfilDetector {
             filter: None,
             watermark_ms: 0,
             closed_window: 0,
+            last_window: (0, 0, 0),
             late: 0,
             pending: Vec::new(),
             scratch: Vec::new(),
@@ -329,12 +409,40 @@ impl ExfilDetector {
         t_ms / self.config.exfil.window_ms.max(1)
     }
 
+    /// [`Self::window_of`] for a record, through `last_window`.
+    #[inline]
+    fn record_window(&mut self, t_ms: u64) -> u64 {
+        let (w, start, end) = self.last_window;
+        if start <= t_ms && t_ms < end {
+            return w;
+        }
+        let window_ms = self.config.exfil.window_ms.max(1);
+        let w = t_ms / window_ms;
+        let start = w * window_ms;
+        self.last_window = (w, start, start.saturating_add(window_ms));
+        w
+    }
+
     /// Closes the current window of `key` (if it has data) and scores it.
     fn close_pair(&mut self, key: (IpAddr, IpAddr)) -> Option<Finding> {
         let p = self.pairs.get_mut(&key)?;
         let host = self.hosts.get(&key.0);
         let (w, sums) = roll_pair(&self.config.exfil, p, &self.periodic, host)?;
         self.score_pair(key, w, sums)
+    }
+
+    /// Moves a known pair on to window `w` (a newer record arrived): closes and scores
+    /// the window it holds first, if that has data.
+    #[cold]
+    fn roll_window(&mut self, key: (IpAddr, IpAddr), w: u64) {
+        if self.pairs.get(&key).is_some_and(|p| p.cur.records > 0)
+            && let Some(f) = self.close_pair(key)
+        {
+            self.pending.push(f);
+        }
+        if let Some(p) = self.pairs.get_mut(&key) {
+            p.window = w;
+        }
     }
 
     /// Scores a pair whose window `w` (with `sums`) was just rolled by [`roll_pair`].
@@ -655,8 +763,12 @@ impl ExfilDetector {
             }
         }
         // Pairs whose window and slow run are over and that hold nothing more.
+        let held = self.pairs.len();
         self.pairs
             .retain(|_, p| p.cur.records > 0 || p.slow.last_window + 2 >= window);
+        if self.pairs.len() < held {
+            self.pair_filter.rebuild(&self.pairs);
+        }
     }
 }
 
@@ -715,6 +827,13 @@ fn roll_pair(
     (bulk || slow_ready).then_some((w, sums))
 }
 
+/// The hash of a pair, from its addresses' [`addr_hash`]es: the admission sketch's key
+/// and the [`PairFilter`]'s.
+#[inline]
+fn pair_hash(host_hash: u64, peer_hash: u64) -> u64 {
+    mix64(host_hash ^ peer_hash.rotate_left(29))
+}
+
 /// Bytes (both directions) a pair moves in one window before it gets state: 1/64 of
 /// `min_bytes` (at least 64 kB). Every report needs `min_bytes` outbound in a window
 /// (bulk) or over a slow run, so a pair below this cannot be reported; what a reported
@@ -751,15 +870,20 @@ fn long_part(long_ms: u64, threshold: u64) -> f64 {
 
 /// (internal host, external peer, outbound?) for internal ↔ external records.
 fn orient(config: &DetectConfig, r: &FlowRecord) -> Option<(IpAddr, IpAddr, bool)> {
-    orient_by(|a| config.is_internal(a), r)
+    orient_by(|a| config.is_internal(a), r).map(|(h, p, o)| (*h, *p, o))
 }
 
-fn orient_by(internal: impl Fn(IpAddr) -> bool, r: &FlowRecord) -> Option<(IpAddr, IpAddr, bool)> {
+/// [`orient`] with the addresses borrowed from the record (17 bytes each: the hot path
+/// copies them only where a map needs a key).
+fn orient_by(
+    internal: impl Fn(IpAddr) -> bool,
+    r: &FlowRecord,
+) -> Option<(&IpAddr, &IpAddr, bool)> {
     let src_in = internal(r.src_addr);
     let dst_in = internal(r.dst_addr);
     match (src_in, dst_in) {
-        (true, false) => Some((r.src_addr, r.dst_addr, true)),
-        (false, true) => Some((r.dst_addr, r.src_addr, false)),
+        (true, false) => Some((&r.src_addr, &r.dst_addr, true)),
+        (false, true) => Some((&r.dst_addr, &r.src_addr, false)),
         _ => None,
     }
 }
@@ -779,52 +903,70 @@ impl Detector for ExfilDetector {
         let Some((host, peer, outbound)) = orient_by(|a| home.contains(a), record) else {
             return;
         };
-        if self.filter.as_ref().is_some_and(|f| !f(host)) {
+        if self.filter.as_ref().is_some_and(|f| !f(*host)) {
             return;
         }
-        let w = self.window_of(t).max(self.closed_window);
+        let w = self.record_window(t).max(self.closed_window);
+        // Each address is hashed once per record, for prevalence and admission both.
+        let host_hash = addr_hash(*host);
+        let peer_hash = addr_hash(*peer);
         if outbound {
             // Prevalence counts the internal hosts that send to a peer: the peer of an
             // upload. Inbound-only contacts (a scanner's probes, unanswered) do not make
             // an external host look popular, and skipping them halves the lookups.
-            self.prevalence.observe(peer, host, t);
-            let hb = self.hosts.get_or_insert_with(host, || HostBase {
+            self.prevalence
+                .observe_hashed(*peer, peer_hash, host_hash, t);
+            let hb = self.hosts.get_or_insert_with(*host, || HostBase {
                 window: w,
                 ..HostBase::default()
             });
-            hb.roll(w, &self.periodic);
+            if hb.window < w {
+                hb.roll(w, &self.periodic);
+            }
             hb.out += record.bytes;
         }
-        let key = (host, peer);
-        // One lookup on the common path: a known pair in its current window.
-        let roll = if let Some(p) = self.pairs.get_mut(&key) {
-            p.window < w
+        let pair = pair_hash(host_hash, peer_hash);
+        // One lookup on the common path: a known pair in its current window; none for
+        // most records, whose pair has no state.
+        let held = if self.pair_filter.may_hold(pair) {
+            self.pairs.get_mut(&(*host, *peer))
+        } else {
+            None
+        };
+        let mut p = if let Some(p) = held {
+            p
         } else {
             // Admission: a pair gets state once it moved `admit_bytes` in a window.
             if w > self.admission_window {
                 self.admission.clear();
                 self.admission_window = w;
             }
-            let h = mix64(addr_hash(host) ^ addr_hash(peer).rotate_left(29));
             let moved = u32::try_from(record.bytes).unwrap_or(u32::MAX);
-            if self.admission.add(h, moved) < self.admit_bytes {
+            if self.admission.add(pair, moved) < self.admit_bytes {
                 return;
             }
-            self.pairs.get_or_insert_with(key, || Pair {
+            self.pairs.get_or_insert_with((*host, *peer), || Pair {
                 window: w,
                 ..Pair::default()
             });
-            false
+            if self.pair_filter.add(pair) {
+                self.pair_filter.rebuild(&self.pairs);
+            }
+            // Looked up again to mark it recently used (a new key starts unmarked): the
+            // admitting record has always marked its pair, and eviction order depends on
+            // it.
+            let Some(p) = self.pairs.get_mut(&(*host, *peer)) else {
+                return;
+            };
+            p
         };
-        if roll {
-            if self.pairs.get(&key).is_some_and(|p| p.cur.records > 0)
-                && let Some(f) = self.close_pair(key)
-            {
-                self.pending.push(f);
-            }
-            if let Some(p) = self.pairs.get_mut(&key) {
-                p.window = w;
-            }
+        let key = (*host, *peer);
+        if p.window < w {
+            self.roll_window(key, w);
+            let Some(q) = self.pairs.get_mut(&key) else {
+                return;
+            };
+            p = q;
         }
         // Stitch the connection (either direction of one 5-tuple).
         let (host_port, peer_port) = if outbound {
@@ -833,8 +975,8 @@ impl Detector for ExfilDetector {
             (record.dst_port, record.src_port)
         };
         let ck = ConnKey {
-            host,
-            peer,
+            host: *host,
+            peer: *peer,
             host_port,
             peer_port,
             protocol: record.protocol,
@@ -862,9 +1004,6 @@ impl Detector for ExfilDetector {
             new_conn = true;
             duration = t - record.start_ms.min(t);
         }
-        let Some(p) = self.pairs.get_mut(&key) else {
-            return;
-        };
         let s = &mut p.cur;
         if s.records == 0 {
             s.first_ms = t;
@@ -910,6 +1049,7 @@ impl Detector for ExfilDetector {
 
     fn state_bytes(&self) -> usize {
         self.pairs.shallow_bytes()
+            + self.pair_filter.bytes()
             + self.hosts.shallow_bytes()
             + self.hosts.iter().filter(|(_, h)| h.daily.is_some()).count()
                 * size_of::<HourProfile>()

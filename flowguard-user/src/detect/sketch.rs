@@ -204,10 +204,40 @@ impl LinearCounter {
 /// `DetectConfig::is_internal` (v4-mapped v6 addresses test as v4; a network only
 /// contains addresses of its own family) for a few instructions per network instead of
 /// `IpNet::contains`' general path, which the detectors ask several times per record.
-#[derive(Clone, Debug, Default)]
+///
+/// A v4 address is looked up by its first octet, then (for the few first octets that a
+/// longer prefix splits) by its second. Each step says outside, inside, or split further;
+/// only an address in a /16 that a prefix longer than /16 splits scans the list.
+#[derive(Clone, Debug)]
 pub struct HomeNets {
     v4: Vec<(u32, u32)>,
     v6: Vec<(u128, u128)>,
+    /// Per first octet: [`OUTSIDE`], [`INSIDE`], [`SPLIT`], or [`BY_SECOND`] + the
+    /// index of its table in `v4_second`.
+    v4_first: [u8; 256],
+    /// Per second octet (of a first octet that needs it): [`OUTSIDE`], [`INSIDE`] or
+    /// [`SPLIT`].
+    v4_second: Vec<[u8; 256]>,
+}
+
+/// No home network meets the range.
+const OUTSIDE: u8 = 0;
+/// A home network holds the whole range.
+const INSIDE: u8 = 1;
+/// Some home network meets part of the range: scan the list.
+const SPLIT: u8 = 2;
+/// The first of the values of `v4_first` that name a second-octet table.
+const BY_SECOND: u8 = 3;
+
+impl Default for HomeNets {
+    fn default() -> Self {
+        Self {
+            v4: Vec::new(),
+            v6: Vec::new(),
+            v4_first: [OUTSIDE; 256],
+            v4_second: Vec::new(),
+        }
+    }
 }
 
 impl HomeNets {
@@ -221,7 +251,41 @@ impl HomeNets {
                 IpNet::V6(n) => h.v6.push((n.network().to_bits(), n.netmask().to_bits())),
             }
         }
+        for first in 0..=u8::MAX {
+            let start = u32::from(first) << 24;
+            let class = h.classify(start, 8);
+            let class = if class == SPLIT && h.v4_second.len() < usize::from(u8::MAX - BY_SECOND) {
+                let mut second = [OUTSIDE; 256];
+                for (b, c) in (0u32..).zip(second.iter_mut()) {
+                    *c = h.classify(start | b << 16, 16);
+                }
+                #[expect(clippy::cast_possible_truncation, reason = "checked above")]
+                let index = h.v4_second.len() as u8;
+                h.v4_second.push(second);
+                BY_SECOND + index
+            } else {
+                class
+            };
+            h.v4_first[usize::from(first)] = class;
+        }
         h
+    }
+
+    /// How the v4 networks meet the `/len` range that starts at `start`.
+    fn classify(&self, start: u32, len: u32) -> u8 {
+        let top = u32::MAX << (32 - len);
+        let mut class = OUTSIDE;
+        for &(n, m) in &self.v4 {
+            let shared = m & top;
+            if start & shared != n & shared {
+                continue;
+            }
+            if m & !top == 0 {
+                return INSIDE;
+            }
+            class = SPLIT;
+        }
+        class
     }
 
     /// Whether `addr` is in one of the networks.
@@ -238,6 +302,21 @@ impl HomeNets {
     #[inline]
     #[must_use]
     pub fn contains_v4(&self, a: u32) -> bool {
+        let mut class = self.v4_first[(a >> 24) as usize];
+        if class >= BY_SECOND {
+            class = self.v4_second[usize::from(class - BY_SECOND)][(a >> 16) as usize & 0xff];
+        }
+        if class < SPLIT {
+            class == INSIDE
+        } else {
+            self.scan_v4(a)
+        }
+    }
+
+    /// Asks every v4 network: for a /16 that a longer prefix splits.
+    #[cold]
+    #[inline(never)]
+    fn scan_v4(&self, a: u32) -> bool {
         self.v4.iter().any(|&(n, m)| a & m == n)
     }
 
@@ -254,16 +333,26 @@ impl HomeNets {
 /// total reaches a threshold. The estimate never falls below the true total (collisions
 /// only add), so no key that reaches the threshold is ever kept out; keys that never do
 /// (almost all of them, for per-pair state) cost a few bytes of a fixed table instead of a
-/// map entry. Memory: 2 × `width` × 4 bytes, fixed.
+/// map entry. Memory: 2 × `width` × 4 bytes, plus one generation byte per 64-byte line,
+/// fixed.
 ///
 /// Blocked: a key's two counters sit in one 64-byte line (16 counters), chosen by one
 /// part of the hash, at two different offsets chosen by another. Two independent rows
 /// cost two cache misses per record once the table outgrows the cache, which made this
 /// sketch the largest single cost of the exfiltration detector; one line per key keeps
 /// the never-underestimate guarantee and costs a slightly higher collision rate.
+///
+/// Cleared lazily: [`CountMin::clear`] starts a new generation, and a line is zeroed when
+/// it is first touched in it (its generation byte is stale). A clear per window used to
+/// write the whole table (2 MB at the default cap) even when a window touched a few
+/// hundred lines. The generation byte wraps after 255 clears; that clear zeroes
+/// everything, so a stale byte never matches by accident.
 #[derive(Clone, Debug)]
 pub struct CountMin {
-    counters: Box<[u32]>,
+    lines: Box<[[u32; LINE]]>,
+    /// Per line: the generation its counters belong to.
+    line_generation: Box<[u8]>,
+    generation: u8,
     /// Lines − 1 (a power of two).
     line_mask: usize,
 }
@@ -276,37 +365,49 @@ impl CountMin {
     /// 64).
     #[must_use]
     pub fn new(width: usize) -> Self {
-        let counters = 2 * width.max(64).next_power_of_two();
+        let lines = 2 * width.max(64).next_power_of_two() / LINE;
         Self {
-            counters: vec![0; counters].into_boxed_slice(),
-            line_mask: counters / LINE - 1,
+            lines: vec![[0; LINE]; lines].into_boxed_slice(),
+            line_generation: vec![0; lines].into_boxed_slice(),
+            generation: 0,
+            line_mask: lines - 1,
         }
     }
 
     /// Adds `amount` to the counters of a (well-mixed) `hash`; returns the new estimate.
     #[inline]
     pub fn add(&mut self, hash: u64, amount: u32) -> u32 {
-        let line = ((hash >> 32) as usize & self.line_mask) * LINE;
+        let index = (hash >> 32) as usize & self.line_mask;
+        let line = &mut self.lines[index];
+        let generation = &mut self.line_generation[index];
+        if *generation != self.generation {
+            *generation = self.generation;
+            *line = [0; LINE];
+        }
         #[expect(clippy::cast_possible_truncation, reason = "the low bits only")]
         let first = hash as usize % LINE;
         // A second offset, never the first: one of the other 15 counters.
         let second = (first + 1 + (hash >> 4) as usize % (LINE - 1)) % LINE;
-        let x = self.counters[line + first].saturating_add(amount);
-        self.counters[line + first] = x;
-        let y = self.counters[line + second].saturating_add(amount);
-        self.counters[line + second] = y;
+        let x = line[first].saturating_add(amount);
+        line[first] = x;
+        let y = line[second].saturating_add(amount);
+        line[second] = y;
         x.min(y)
     }
 
-    /// Forgets everything (a new generation).
+    /// Forgets everything (a new generation; lines are zeroed when next touched).
     pub fn clear(&mut self) {
-        self.counters.fill(0);
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.lines.fill([0; LINE]);
+            self.line_generation.fill(0);
+        }
     }
 
     /// Bytes held.
     #[must_use]
     pub fn bytes(&self) -> usize {
-        self.counters.len() * 4
+        self.lines.len() * size_of::<[u32; LINE]>() + self.line_generation.len()
     }
 }
 
@@ -334,14 +435,29 @@ mod tests {
 
     #[test]
     fn home_nets_agree_with_ipnet() {
-        let nets: Vec<IpNet> = ["10.0.0.0/8", "192.168.1.77/24", "fc00::/7", "2001:2::/48"]
-            .iter()
-            .map(|n| n.parse().unwrap())
-            .collect();
+        let nets: Vec<IpNet> = [
+            "10.0.0.0/8",
+            "192.168.1.77/24",
+            "198.18.0.0/15",
+            "96.0.0.0/6",
+            "172.16.0.0/12",
+            "fc00::/7",
+            "2001:2::/48",
+        ]
+        .iter()
+        .map(|n| n.parse().unwrap())
+        .collect();
         let h = HomeNets::new(&nets);
         for a in [
             "10.1.2.3",
             "11.0.0.1",
+            "9.255.255.255",
+            "98.1.2.3",
+            "100.0.0.1",
+            "95.255.255.255",
+            "172.31.0.1",
+            "172.32.0.1",
+            "172.15.255.255",
             "192.168.1.5",
             "192.168.2.5",
             "::ffff:10.0.0.1",
@@ -353,6 +469,17 @@ mod tests {
             let a: IpAddr = a.parse().unwrap();
             let c = a.to_canonical();
             assert_eq!(h.contains(a), nets.iter().any(|n| n.contains(&c)), "{a}");
+        }
+        // Every first octet, and every second octet of the split ones, at random
+        // addresses within them.
+        for i in 0..65_536u64 {
+            #[expect(clippy::cast_possible_truncation, reason = "random low bits")]
+            let r = mix64(i) as u32;
+            for first in [r >> 24, 0xac, 0xc0, 0xc6] {
+                let bits = r & 0x00ff_ffff | first << 24;
+                let a = IpAddr::from(std::net::Ipv4Addr::from_bits(bits));
+                assert_eq!(h.contains(a), nets.iter().any(|n| n.contains(&a)), "{a}");
+            }
         }
     }
 
@@ -368,6 +495,12 @@ mod tests {
         }
         c.clear();
         assert_eq!(c.add(mix64(5), 1), 1);
+        // Lazy clearing holds across the generation byte's wrap.
+        for round in 0..600u32 {
+            c.clear();
+            assert_eq!(c.add(mix64(5), 1), 1, "round {round}");
+            assert_eq!(c.add(mix64(5), 2), 3, "round {round}");
+        }
         // Roomy: 2,000 keys in 65,536 counters are 99% exact.
         let mut c = CountMin::new(1 << 15);
         let exact = (0..2_000u64).filter(|&k| c.add(mix64(k), 1) == 1).count();
