@@ -87,7 +87,7 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use super::{
-    Category, Detector, Entities, Finding,
+    Category, Detector, Entities, Finding, Sides,
     common::{self, HostFilter, Prevalence, SAMPLED_CONFIDENCE, num},
     config::{DetectConfig, ExfilConfig},
     lru::BoundedMap,
@@ -888,24 +888,30 @@ fn orient_by(
     }
 }
 
-impl Detector for ExfilDetector {
-    fn name(&self) -> &'static str {
-        "exfil"
-    }
-
-    fn observe(&mut self, record: &FlowRecord) {
+impl ExfilDetector {
+    /// The record's event time, or `None` (counted) when it is later than the allowed
+    /// lateness.
+    #[inline]
+    fn on_time(&mut self, record: &FlowRecord) -> Option<u64> {
         let t = common::event_ms(record);
         if t + self.config.allowed_lateness_ms < self.watermark_ms {
             self.late += 1;
-            return;
+            return None;
         }
-        let home = &self.home;
-        let Some((host, peer, outbound)) = orient_by(|a| home.contains(a), record) else {
-            return;
-        };
-        if self.filter.as_ref().is_some_and(|f| !f(*host)) {
-            return;
-        }
+        Some(t)
+    }
+
+    /// Takes an on-time record of internal `host` (owned by this shard) with external
+    /// `peer`; `outbound` when the host sent it.
+    #[inline]
+    fn observe_host(
+        &mut self,
+        record: &FlowRecord,
+        t: u64,
+        host: &IpAddr,
+        peer: &IpAddr,
+        outbound: bool,
+    ) {
         let w = self.record_window(t).max(self.closed_window);
         // Each address is hashed once per record, for prevalence and admission both.
         let host_hash = addr_hash(*host);
@@ -1022,6 +1028,39 @@ impl Detector for ExfilDetector {
         } else {
             s.inn = s.inn.saturating_add(record.bytes);
         }
+    }
+}
+
+impl Detector for ExfilDetector {
+    fn name(&self) -> &'static str {
+        "exfil"
+    }
+
+    fn observe(&mut self, record: &FlowRecord) {
+        let Some(t) = self.on_time(record) else {
+            return;
+        };
+        let home = &self.home;
+        let Some((host, peer, outbound)) = orient_by(|a| home.contains(a), record) else {
+            return;
+        };
+        if self.filter.as_ref().is_some_and(|f| !f(*host)) {
+            return;
+        }
+        self.observe_host(record, t, host, peer, outbound);
+    }
+
+    fn observe_routed(&mut self, record: &FlowRecord, sides: Sides) {
+        let Some(t) = self.on_time(record) else {
+            return;
+        };
+        // The same orientation as `orient_by`, from what the router already knows.
+        let (host, peer, outbound) = match (sides.src_internal, sides.dst_internal) {
+            (true, false) if sides.src_owned => (&record.src_addr, &record.dst_addr, true),
+            (false, true) if sides.dst_owned => (&record.dst_addr, &record.src_addr, false),
+            _ => return,
+        };
+        self.observe_host(record, t, host, peer, outbound);
     }
 
     fn advance(&mut self, watermark_ms: u64, out: &mut Vec<Finding>) {
