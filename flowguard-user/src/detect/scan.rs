@@ -83,6 +83,10 @@ use crate::decode::FlowRecord;
 /// Distinct (destination, port) attempts kept exactly, with their times, per source.
 pub const EXACT_ATTEMPTS: usize = 48;
 const CONTACT_FILTER: usize = 8;
+/// log2 of the bits of [`ScanDetector::stateful`].
+const STATEFUL_BITS: u32 = 16;
+/// Words of [`ScanDetector::stateful`] (64 bits each).
+const STATEFUL_WORDS: usize = 1 << (STATEFUL_BITS - 6);
 
 const HORIZONTAL: usize = 0;
 const VERTICAL: usize = 1;
@@ -120,6 +124,9 @@ struct Source {
     h_window_ms: u64,
     v_dst: Option<IpAddr>,
     v_window_ms: u64,
+    /// Whether anything a score reads changed since the last sweep scored this source
+    /// (while false, the sweep's scores would equal the ones it last compared).
+    rescore: bool,
 }
 
 impl Source {
@@ -130,16 +137,16 @@ impl Source {
     }
 
     /// A success to `dst` at `now_ms`: a first contact moves the walk down by
-    /// `llr_success`, floored at `llr_lower` (where the failure run restarts). Out of
-    /// line: most successes are of hosts without state, and stop at the lookup.
-    #[inline(never)]
+    /// `llr_success`, floored at `llr_lower` (where the failure run restarts).
+    #[inline]
     fn success(&mut self, dst: IpAddr, now_ms: u64, llr_success: f64, llr_lower: f64) {
         if self.first_contact(addr_hash(dst)) {
             #[expect(clippy::cast_possible_truncation, reason = "f32 state")]
             let llr = (f64::from(self.llr) + llr_success).max(llr_lower) as f32;
             self.llr = llr;
-            if f64::from(llr) <= llr_lower {
+            if f64::from(llr) <= llr_lower && self.trw_failures != 0 {
                 self.trw_failures = 0;
+                self.rescore = true;
             }
         }
         self.last_ms = self.last_ms.max(now_ms);
@@ -174,6 +181,11 @@ enum Outcome {
 pub struct ScanDetector {
     config: DetectConfig,
     sources: BoundedMap<IpAddr, Source>,
+    /// One bit per address-hash bucket ([`may_have_state`]), set for every source given
+    /// state and rebuilt from the map at each sweep: a clear bit proves that a source has
+    /// no state, so the successes of ordinary clients (most records) skip the map lookup.
+    /// A bit left set by an eviction only costs a lookup. 8 KiB, fixed.
+    stateful: Box<[u64]>,
     pending: Vec<IpAddr>,
     filter: Option<HostFilter>,
     llr_fail: f64,
@@ -197,6 +209,7 @@ impl ScanDetector {
         Self {
             config: config.clone(),
             sources: BoundedMap::new(config.max_keys_per_detector),
+            stateful: vec![0; STATEFUL_WORDS].into_boxed_slice(),
             pending: Vec::new(),
             filter: None,
             llr_fail: ((1.0 - theta1) / (1.0 - theta0)).ln(),
@@ -273,20 +286,32 @@ impl ScanDetector {
         }
     }
 
-    /// Counts of kept attempts on `port` and to `dst`, within the fast and slow windows
-    /// ending at `now_s`.
-    fn window_counts(src: &Source, now_s: u32, fast_s: u32, port: u16, dst: IpAddr) -> [u32; 4] {
+    /// Counts of kept attempts on `port` (when `horizontal`) and to `dst` (when
+    /// `vertical`), within the fast and slow windows ending at `now_s`; zero for a test
+    /// not asked for (one already crossed, whose counts nothing reads).
+    fn window_counts(
+        src: &Source,
+        now_s: u32,
+        fast_s: u32,
+        (port, horizontal): (u16, bool),
+        (dst, vertical): (IpAddr, bool),
+    ) -> [u32; 4] {
         let fast_from = now_s.saturating_sub(fast_s);
         let mut c = [0u32; 4];
-        for a in &src.attempts {
-            let fast = a.t_s >= fast_from;
-            if a.port == port {
-                c[0] += u32::from(fast);
-                c[1] += 1;
+        if horizontal {
+            for a in &src.attempts {
+                if a.port == port {
+                    c[0] += u32::from(a.t_s >= fast_from);
+                    c[1] += 1;
+                }
             }
-            if a.dst == dst {
-                c[2] += u32::from(fast);
-                c[3] += 1;
+        }
+        if vertical {
+            for a in &src.attempts {
+                if a.dst == dst {
+                    c[2] += u32::from(a.t_s >= fast_from);
+                    c[3] += 1;
+                }
             }
         }
         c
@@ -328,11 +353,14 @@ impl ScanDetector {
         if created {
             // A new source is marked recently used, as an existing one is by the lookup.
             src = self.sources.get_mut(&key).expect("inserted above");
+            let (word, bit) = may_have_state(key);
+            self.stateful[word] |= bit;
         }
         if src.last_ms != 0 && now_ms > src.last_ms + slow_ms {
             // Silence for a whole slow window: a new episode.
             *src = Source::default();
         }
+        src.rescore = true;
         if src.first_ms == 0 {
             src.first_ms = now_ms;
         }
@@ -351,15 +379,19 @@ impl ScanDetector {
             a.t_s = a.t_s.max(now_s);
         } else {
             if src.attempts.len() >= EXACT_ATTEMPTS {
+                // Attempts older than the slow window go; if none is, the oldest one (the
+                // first of equally old ones). One pass finds both: there is an attempt to
+                // drop exactly when the oldest is older than the window.
                 let from = now_s.saturating_sub(slow_s);
-                src.attempts.retain(|a| a.t_s >= from);
-                if src.attempts.len() >= EXACT_ATTEMPTS {
-                    let oldest = src
-                        .attempts
-                        .iter()
-                        .enumerate()
-                        .min_by_key(|(_, a)| a.t_s)
-                        .map_or(0, |(i, _)| i);
+                let (mut oldest, mut oldest_s) = (0, src.attempts[0].t_s);
+                for (i, a) in src.attempts.iter().enumerate().skip(1) {
+                    if a.t_s < oldest_s {
+                        (oldest, oldest_s) = (i, a.t_s);
+                    }
+                }
+                if oldest_s < from {
+                    src.attempts.retain(|a| a.t_s >= from);
+                } else {
                     src.attempts.swap_remove(oldest);
                 }
             }
@@ -382,10 +414,16 @@ impl ScanDetector {
                 src.llr = (f64::from(src.llr).clamp(llr_lower, llr_upper + 20.0)) as f32;
             }
         }
-        let c = Self::window_counts(src, now_s, fast_s, port, dst);
+        let crossed = src.crossed;
+        let c = Self::window_counts(
+            src,
+            now_s,
+            fast_s,
+            (port, !crossed[HORIZONTAL]),
+            (dst, !crossed[VERTICAL]),
+        );
         let interval = src.max_interval;
         let (h_fast, h_slow, v_fast, v_slow) = (c[0], c[1], c[2], c[3]);
-        let crossed = src.crossed;
         let h_fast_hit = estimate(h_fast, interval, min_distinct) >= h_need;
         let v_fast_hit = estimate(v_fast, interval, min_distinct) >= v_need;
         let h_hit = !crossed[HORIZONTAL]
@@ -410,7 +448,10 @@ impl ScanDetector {
         }
     }
 
-    #[inline]
+    /// A success of source `key` whose bit in [`ScanDetector::stateful`] is set. Out of
+    /// line, like [`Self::record_attempt`], so that `observe` stays small for the records
+    /// that stop at the filter.
+    #[inline(never)]
     fn record_success(&mut self, key: IpAddr, dst: IpAddr, now_ms: u64) {
         if let Some(src) = self.sources.get_mut(&key) {
             src.success(dst, now_ms, self.llr_success, self.llr_lower);
@@ -631,7 +672,9 @@ impl ScanDetector {
             if over {
                 ended.push(*k);
             }
-            if s.emitted.iter().any(|&e| e > 0.0) {
+            // A source whose state did not change since the last sweep scores as it
+            // did then, and nothing it emitted can escalate.
+            if s.rescore && s.emitted.iter().any(|&e| e > 0.0) {
                 keys.push(*k);
             }
         }
@@ -655,10 +698,18 @@ impl ScanDetector {
             }
             if let Some(src) = self.sources.get_mut(&key) {
                 src.emitted = emitted;
+                src.rescore = false;
             }
         }
-        for k in ended {
-            self.sources.remove(&k);
+        if !ended.is_empty() {
+            for k in ended {
+                self.sources.remove(&k);
+            }
+            self.stateful.fill(0);
+            for (k, _) in self.sources.iter() {
+                let (word, bit) = may_have_state(*k);
+                self.stateful[word] |= bit;
+            }
         }
     }
 }
@@ -675,6 +726,26 @@ fn estimate(observed: u32, interval: u32, sampled_min_distinct: usize) -> f64 {
     } else {
         f64::from(observed)
     }
+}
+
+/// The word and bit of [`ScanDetector::stateful`] for source `key`: Fibonacci hashing
+/// (Knuth, TAOCP vol. 3, 6.4) of the address bits, one multiply, which spreads the
+/// consecutive addresses of a subnet over the table.
+#[inline]
+fn may_have_state(key: IpAddr) -> (usize, u64) {
+    let bits = match key {
+        IpAddr::V4(a) => u64::from(a.to_bits()),
+        IpAddr::V6(a) => {
+            let b = a.to_bits();
+            #[expect(clippy::cast_possible_truncation, reason = "folding the halves")]
+            let folded = (b >> 64) as u64 ^ b as u64;
+            folded
+        }
+    };
+    let h = bits.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - STATEFUL_BITS);
+    #[expect(clippy::cast_possible_truncation, reason = "STATEFUL_BITS bits")]
+    let h = h as usize;
+    (h >> 6, 1 << (h & 63))
 }
 
 /// ICMP destination unreachable (ICMP type 3, ICMPv6 type 1).
@@ -701,9 +772,14 @@ impl Detector for ScanDetector {
             return;
         }
         // A success only moves the walk of a source that already has state (one lookup,
-        // in `record_success`).
+        // in `record_success`, when the filter does not rule it out).
         match outcome {
-            Outcome::Success => self.record_success(key, dst, now_ms),
+            Outcome::Success => {
+                let (word, bit) = may_have_state(key);
+                if self.stateful[word] & bit != 0 {
+                    self.record_success(key, dst, now_ms);
+                }
+            }
             Outcome::Failed | Outcome::Probe => {
                 self.record_attempt(key, dst, port, outcome, record);
             }
