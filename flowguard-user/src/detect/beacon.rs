@@ -67,7 +67,6 @@
 )]
 
 use std::{
-    cell::Cell,
     collections::BTreeMap,
     hash::{Hash, Hasher},
     net::IpAddr,
@@ -218,6 +217,9 @@ pub struct BeaconDetector {
     /// [`HomeNets`](sketch::HomeNets) by the first 16 bits of a v4 address: most
     /// addresses are decided by this one load instead of a test per network. 64 KiB.
     home_prefixes: Box<[HomePrefix; 1 << 16]>,
+    /// `skip_tcp_ports` and `skip_udp_ports` as bit sets of the 65,536 ports (8 KiB each),
+    /// tested on every record.
+    skip_ports: Box<[[u64; 1024]; 2]>,
     /// Keys with one connection so far, by a 64-bit hash of the [`SeriesKey`].
     first: BoundedMap<u64, FirstSeen>,
     pair_reported: BoundedMap<(IpAddr, IpAddr), f32>,
@@ -242,6 +244,19 @@ impl BeaconDetector {
             series: BoundedMap::new(cap),
             home: sketch::HomeNets::new(&config.home_nets),
             home_prefixes: home_prefixes(&config.home_nets),
+            skip_ports: {
+                let mut sets: Box<[[u64; 1024]; 2]> = vec![[0u64; 1024]; 2]
+                    .into_boxed_slice()
+                    .try_into()
+                    .unwrap_or_else(|_| unreachable!("two sets"));
+                let lists = [&config.beacon.skip_tcp_ports, &config.beacon.skip_udp_ports];
+                for (set, list) in sets.iter_mut().zip(lists) {
+                    for &port in list {
+                        set[usize::from(port >> 6)] |= 1 << (port & 63);
+                    }
+                }
+                sets
+            },
             first: BoundedMap::new(cap),
             pair_reported: BoundedMap::new(cap),
             prevalence: Prevalence::new(cap),
@@ -320,7 +335,7 @@ impl BeaconDetector {
 
     /// Whether `addr` is in the home networks: `HomeNets::contains`, with the first 16
     /// bits of a v4 address settling most cases.
-    #[inline(always)]
+    #[inline]
     fn is_home(&self, addr: IpAddr) -> bool {
         let IpAddr::V4(a) = addr else {
             return self.home.contains(addr);
@@ -338,11 +353,12 @@ impl BeaconDetector {
     #[inline]
     fn ports_eligible(&self, protocol: u8, src_port: u16, dst_port: u16) -> bool {
         let skip = match protocol {
-            6 => &self.config.beacon.skip_tcp_ports,
-            17 => &self.config.beacon.skip_udp_ports,
+            6 => &self.skip_ports[0],
+            17 => &self.skip_ports[1],
             _ => return true,
         };
-        (src_port >= 1024 || dst_port < 1024) && !skip.contains(&dst_port)
+        let (word, bit) = (usize::from(dst_port >> 6), dst_port & 63);
+        (src_port >= 1024 || dst_port < 1024) && skip[word] >> bit & 1 == 0
     }
 
     fn build(
@@ -619,7 +635,7 @@ impl BeaconDetector {
                 ordered.push(*k);
             }
         }
-        let keys = sort_keys(ordered);
+        let keys = sort_keys(&ordered);
         let threshold = self.config.beacon.threshold;
         let mut pair_start = 0;
         while pair_start < keys.len() {
@@ -629,14 +645,11 @@ impl BeaconDetector {
                 pair_end += 1;
             }
             let mut any_reported = false;
-            // One context per (source, destination): its series share the destination's
-            // prevalence, looked up once.
             let ctx = ScoreContext {
                 config: &self.config,
                 prevalence: &self.prevalence,
                 watermark_ms: self.watermark_ms,
                 data_first_ms: self.data_first_ms,
-                hosts: Cell::new(None),
             };
             for key in &keys[pair_start..pair_end] {
                 // The series is scored where it lies (one lookup, which also marks it
@@ -725,7 +738,6 @@ impl BeaconDetector {
             prevalence: &self.prevalence,
             watermark_ms: self.watermark_ms,
             data_first_ms: self.data_first_ms,
-            hosts: Cell::new(None),
         };
         let Some(sc) = score_events(
             &ctx,
@@ -759,22 +771,6 @@ struct ScoreContext<'a> {
     prevalence: &'a Prevalence,
     watermark_ms: u64,
     data_first_ms: u64,
-    /// The last destination's prevalence (it does not change while series are scored).
-    hosts: Cell<Option<(IpAddr, f64)>>,
-}
-
-impl ScoreContext<'_> {
-    /// `Prevalence::hosts(dst)`, looked up once for a run of series to one destination.
-    fn hosts(&self, dst: IpAddr) -> f64 {
-        if let Some((last, hosts)) = self.hosts.get()
-            && last == dst
-        {
-            return hosts;
-        }
-        let hosts = self.prevalence.hosts(dst);
-        self.hosts.set(Some((dst, hosts)));
-        hosts
-    }
 }
 
 /// Work space of [`score_events`], kept between calls.
@@ -822,7 +818,7 @@ fn score_events(
         .min(ctx.config.beacon.horizon_ms)
         .max(1);
     let coverage = ((last_ms - first_ms) as f64 / data_span as f64).clamp(0.0, 1.0);
-    let hosts = ctx.hosts(dst);
+    let hosts = ctx.prevalence.hosts(dst);
     let damp = common::prevalence_damping(hosts, ctx.config.prevalence_hosts);
     let conf = if sampled { SAMPLED_CONFIDENCE } else { 1.0 };
     if (0.75 + 0.25 * coverage) * damp * conf < need - 1e-9 {
@@ -1026,12 +1022,12 @@ fn mad_sorted(values: &[f64], median: f64, scratch: &mut Vec<f64>) -> f64 {
 /// (source family, its 128 bits, destination family, its bits, port, protocol: 282 bits,
 /// big-endian in five words, so that the words compare as the key), with the key's index
 /// in the 38 bits left over.
-fn sort_keys(keys: Vec<SeriesKey>) -> Vec<SeriesKey> {
+fn sort_keys(keys: &[SeriesKey]) -> Vec<SeriesKey> {
     // Usually every v6 address has bits from 2^32 on (v4 addresses are below), and then
     // the bits alone order (family, bits) as the key does: sort those, three plain
     // integers per key.
     let mut plain: Vec<(u128, u128, u64)> = Vec::with_capacity(keys.len());
-    for (i, k) in (0u64..).zip(&keys) {
+    for (i, k) in (0u64..).zip(keys) {
         let (src_v6, src, dst_v6, dst, port, protocol) = k.order();
         if (src_v6 && src >> 32 == 0) || (dst_v6 && dst >> 32 == 0) {
             break;
@@ -1044,14 +1040,13 @@ fn sort_keys(keys: Vec<SeriesKey>) -> Vec<SeriesKey> {
     }
     if plain.len() == keys.len() {
         plain.sort_unstable();
-        #[expect(clippy::cast_possible_truncation, reason = "an index below keys.len()")]
         return plain
             .iter()
             .map(|p| keys[(p.2 & 0xffff_ffff) as usize])
             .collect();
     }
     let mut packed: Vec<[u64; 5]> = (0u64..)
-        .zip(&keys)
+        .zip(keys)
         .map(|(i, k)| {
             let (src_v6, src, dst_v6, dst, port, protocol) = k.order();
             let mut w = BitString::default();
@@ -1069,7 +1064,6 @@ fn sort_keys(keys: Vec<SeriesKey>) -> Vec<SeriesKey> {
     packed
         .iter()
         .map(|w| {
-            #[expect(clippy::cast_possible_truncation, reason = "an index below keys.len()")]
             let i = (w[4] & ((1 << 38) - 1)) as usize;
             keys[i]
         })
@@ -1126,7 +1120,10 @@ enum HomePrefix {
 /// [`HomePrefix`] of every 16-bit prefix for the v4 networks of `nets` (a network only
 /// holds addresses of its own family, as in `HomeNets`).
 fn home_prefixes(nets: &[IpNet]) -> Box<[HomePrefix; 1 << 16]> {
-    let mut table = Box::new([HomePrefix::Outside; 1 << 16]);
+    let mut table: Box<[HomePrefix; 1 << 16]> = vec![HomePrefix::Outside; 1 << 16]
+        .into_boxed_slice()
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("2^16 entries"));
     for net in nets {
         let IpNet::V4(net) = net else {
             continue;
@@ -1134,7 +1131,7 @@ fn home_prefixes(nets: &[IpNet]) -> Box<[HomePrefix; 1 << 16]> {
         let (network, mask) = (net.network().to_bits(), net.netmask().to_bits());
         for (prefix, entry) in (0u32..).zip(table.iter_mut()) {
             let block = prefix << 16;
-            if mask & 0xffff == 0 {
+            if mask.trailing_zeros() >= 16 {
                 if block & mask == network {
                     *entry = HomePrefix::Inside;
                 }

@@ -30,7 +30,7 @@
 //! attempts are kept exactly with their times (for the window counts), and the episode's
 //! distinct destinations and ports in [`DistinctCounter`]s (exact to 32, then
 //! `HyperLogLog`). Byte cost per source: ~250 bytes fixed (slot, index, TRW filter,
-//! counters) + 24 bytes per kept attempt (≤ 1.2 kB) + ≤ 2 × 256 bytes of sketch, so
+//! counters) + 28 bytes per kept attempt (≤ 1.4 kB) + ≤ 2 × 256 bytes of sketch, so
 //! ≤ ~2 kB for a heavy scanner and ~300 bytes for a host with one failure.
 //!
 //! Sampling: on sampled exports (interval N > 1) a scan probe of one packet is seen with
@@ -96,6 +96,9 @@ const KIND_NAMES: [&str; 3] = ["horizontal", "vertical", "trw"];
 #[derive(Clone, Copy, Debug)]
 struct Attempt {
     dst: IpAddr,
+    /// Low half of [`addr_hash`] of `dst`: the scans over the kept attempts compare this
+    /// first, and the address only when it matches.
+    dst_tag: u32,
     port: u16,
     /// Event time, seconds since the epoch.
     t_s: u32,
@@ -249,7 +252,13 @@ impl ScanDetector {
         &self.config.scan
     }
 
-    fn classify(r: &FlowRecord) -> Option<(IpAddr, IpAddr, u16, Outcome)> {
+    /// What `r` says, and about whom: `(reversed, outcome)`, where the source is
+    /// `dst_addr` and the target `src_addr` when `reversed` (an ICMP unreachable sent back
+    /// to the prober), else the other way round. The targeted port is `dst_port` for TCP
+    /// and UDP, 0 for ICMP. Only two bytes come back, so the addresses are read where they
+    /// are needed.
+    #[inline]
+    fn classify(r: &FlowRecord) -> Option<(bool, Outcome)> {
         match r.protocol {
             6 => {
                 let f = r.tcp_flags;
@@ -257,9 +266,9 @@ impl ScanDetector {
                 let ack = f & 0x10 != 0;
                 let bare_rst = f & 0x04 != 0 && f.trailing_zeros() >= 2;
                 if f & 0x12 == 0x02 || (!ack && tiny && !bare_rst) {
-                    Some((r.src_addr, r.dst_addr, r.dst_port, Outcome::Failed))
+                    Some((false, Outcome::Failed))
                 } else if ack {
-                    Some((r.src_addr, r.dst_addr, r.dst_port, Outcome::Success))
+                    Some((false, Outcome::Success))
                 } else {
                     None
                 }
@@ -274,13 +283,13 @@ impl ScanDetector {
                     && !response
                     && r.dst_port < 32_768
                     && !common::is_group_or_unspecified(r.dst_addr))
-                .then_some((r.src_addr, r.dst_addr, r.dst_port, Outcome::Probe))
+                .then_some((false, Outcome::Probe))
             }
-            1 | 58 if is_unreachable(r) => Some((r.dst_addr, r.src_addr, 0, Outcome::Failed)),
+            1 | 58 if is_unreachable(r) => Some((true, Outcome::Failed)),
             1 | 58 => {
                 let echo = if r.protocol == 1 { 8 } else { 128 };
                 (r.icmp_type_code >> 8 == echo && !common::is_group_or_unspecified(r.dst_addr))
-                    .then_some((r.src_addr, r.dst_addr, 0, Outcome::Probe))
+                    .then_some((false, Outcome::Probe))
             }
             _ => None,
         }
@@ -307,8 +316,9 @@ impl ScanDetector {
             }
         }
         if vertical {
+            let dst_tag = tag(addr_hash(dst));
             for a in &src.attempts {
-                if a.dst == dst {
+                if a.dst_tag == dst_tag && a.dst == dst {
                     c[2] += u32::from(a.t_s >= fast_from);
                     c[3] += 1;
                 }
@@ -369,12 +379,13 @@ impl ScanDetector {
         src.max_interval = src.max_interval.max(r.sampling_interval);
         src.probes += 1;
         let dst_hash = addr_hash(dst);
+        let dst_tag = tag(dst_hash);
         src.dsts.insert_hash(dst_hash);
         src.ports.insert_hash(mix64(u64::from(port) | 0x1_0000));
         if let Some(a) = src
             .attempts
             .iter_mut()
-            .find(|a| a.dst == dst && a.port == port)
+            .find(|a| a.dst_tag == dst_tag && a.port == port && a.dst == dst)
         {
             a.t_s = a.t_s.max(now_s);
         } else {
@@ -397,6 +408,7 @@ impl ScanDetector {
             }
             src.attempts.push(Attempt {
                 dst,
+                dst_tag,
                 port,
                 t_s: now_s,
             });
@@ -743,9 +755,14 @@ fn may_have_state(key: IpAddr) -> (usize, u64) {
         }
     };
     let h = bits.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - STATEFUL_BITS);
-    #[expect(clippy::cast_possible_truncation, reason = "STATEFUL_BITS bits")]
     let h = h as usize;
     (h >> 6, 1 << (h & 63))
+}
+
+/// [`Attempt::dst_tag`] of an address hash.
+#[inline]
+fn tag(dst_hash: u64) -> u32 {
+    dst_hash as u32
 }
 
 /// ICMP destination unreachable (ICMP type 3, ICMPv6 type 1).
@@ -765,8 +782,13 @@ impl Detector for ScanDetector {
             self.late += 1;
             return;
         }
-        let Some((key, dst, port, outcome)) = Self::classify(record) else {
+        let Some((reversed, outcome)) = Self::classify(record) else {
             return;
+        };
+        let (key, dst) = if reversed {
+            (record.dst_addr, record.src_addr)
+        } else {
+            (record.src_addr, record.dst_addr)
         };
         if self.filter.as_ref().is_some_and(|f| !f(key)) {
             return;
@@ -781,6 +803,11 @@ impl Detector for ScanDetector {
                 }
             }
             Outcome::Failed | Outcome::Probe => {
+                let port = if matches!(record.protocol, 6 | 17) {
+                    record.dst_port
+                } else {
+                    0
+                };
                 self.record_attempt(key, dst, port, outcome, record);
             }
         }
