@@ -1024,26 +1024,20 @@ fn mad_sorted(values: &[f64], median: f64, scratch: &mut Vec<f64>) -> f64 {
 /// in the 38 bits left over.
 fn sort_keys(keys: &[SeriesKey]) -> Vec<SeriesKey> {
     // Usually every v6 address has bits from 2^32 on (v4 addresses are below), and then
-    // the bits alone order (family, bits) as the key does: sort those, three plain
-    // integers per key.
-    let mut plain: Vec<(u128, u128, u64)> = Vec::with_capacity(keys.len());
-    for (i, k) in (0u64..).zip(keys) {
+    // the bits alone order (family, bits) as the key does: sort by those, three plain
+    // integers per key, moving only 4-byte indices.
+    let mut plain: Vec<(u128, u128, u32)> = Vec::with_capacity(keys.len());
+    for k in keys {
         let (src_v6, src, dst_v6, dst, port, protocol) = k.order();
         if (src_v6 && src >> 32 == 0) || (dst_v6 && dst >> 32 == 0) {
             break;
         }
-        plain.push((
-            src,
-            dst,
-            u64::from(port) << 40 | u64::from(protocol) << 32 | i,
-        ));
+        plain.push((src, dst, u32::from(port) << 8 | u32::from(protocol)));
     }
     if plain.len() == keys.len() {
-        plain.sort_unstable();
-        return plain
-            .iter()
-            .map(|p| keys[(p.2 & 0xffff_ffff) as usize])
-            .collect();
+        let mut order: Vec<u32> = (0..).take(keys.len()).collect();
+        order.sort_unstable_by(|&a, &b| plain[a as usize].cmp(&plain[b as usize]));
+        return order.iter().map(|&i| keys[i as usize]).collect();
     }
     let mut packed: Vec<[u64; 5]> = (0u64..)
         .zip(keys)
