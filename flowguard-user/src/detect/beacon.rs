@@ -43,8 +43,9 @@
 //! damping, which is the case for destinations that many internal hosts use.
 //!
 //! Byte cost per series: ≈ 130 bytes (slot, index, timing state) + 8 bytes per kept
-//! connection (≤ `max_timestamps`; when full, every other connection is dropped and the
-//! decimation factor doubles, which keeps the period structure and the coverage).
+//! connection (room for at least 8; ≤ `max_timestamps`; when full, every other connection
+//! is dropped and the decimation factor doubles, which keeps the period structure and the
+//! coverage).
 
 #![allow(
     clippy::doc_markdown,
@@ -65,7 +66,11 @@
     reason = "statistics over counts, times and bytes: f64/f32 precision is ample and every narrowing cast is of a clamped or rounded value"
 )]
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{
+    collections::BTreeMap,
+    hash::{Hash, Hasher},
+    net::IpAddr,
+};
 
 use super::{
     Category, Detector, Entities, Finding,
@@ -74,13 +79,15 @@ use super::{
     lru::BoundedMap,
     sketch, stats,
 };
+use ipnet::IpNet;
+
 use crate::decode::FlowRecord;
 
 /// Records of one source port starting within this long of the previous end are one
 /// connection split by the exporter's active timeout.
 const SPLIT_GAP_MS: u64 = 1000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct SeriesKey {
     src: IpAddr,
     dst: IpAddr,
@@ -88,9 +95,37 @@ struct SeriesKey {
     protocol: u8,
 }
 
+/// Two words for a v4 pair, five for anything else, instead of the derived hash's eight
+/// (an `IpAddr` hashes as a discriminant and then its bits): every admitted record looks
+/// its key up. Equal keys write equal words, as `Hash` requires.
+impl Hash for SeriesKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let tail = u64::from(self.port) << 8 | u64::from(self.protocol);
+        if let (IpAddr::V4(src), IpAddr::V4(dst)) = (self.src, self.dst) {
+            state.write_u64(u64::from(src.to_bits()) << 32 | u64::from(dst.to_bits()));
+            state.write_u64(tail);
+            return;
+        }
+        let bits = |a: IpAddr| match a {
+            IpAddr::V4(a) => (0, u128::from(a.to_bits())),
+            IpAddr::V6(a) => (1, a.to_bits()),
+        };
+        let ((src_v6, src), (dst_v6, dst)) = (bits(self.src), bits(self.dst));
+        for half in [src, src >> 64, dst, dst >> 64] {
+            #[expect(clippy::cast_possible_truncation, reason = "one 64-bit half")]
+            state.write_u64(half as u64);
+        }
+        state.write_u64(tail | src_v6 << 24 | dst_v6 << 25);
+    }
+}
+
+/// [`SeriesKey::order`]: (source is v6, source bits, destination is v6, its bits, port,
+/// protocol).
+type KeyOrder = (bool, u128, bool, u128, u16, u8);
+
 impl SeriesKey {
     /// A key that orders as the derived `Ord`: addresses by family (v4 first), then bits.
-    fn order(&self) -> (bool, u128, bool, u128, u16, u8) {
+    fn order(&self) -> KeyOrder {
         let bits = |a: IpAddr| match a {
             IpAddr::V4(a) => (false, u128::from(a.to_bits())),
             IpAddr::V6(a) => (true, a.to_bits()),
@@ -109,12 +144,15 @@ struct Event {
     bytes: u32,
 }
 
+/// Events a new series has room for.
+const INITIAL_EVENTS: usize = 8;
+
 /// Bit of [`Event::bytes`] marking a connection seen only by its reply (sampled exports).
 const REPLY: u32 = 1 << 31;
 
 impl Event {
-    fn size(self) -> f64 {
-        f64::from(self.bytes & !REPLY)
+    fn size(self) -> u32 {
+        self.bytes & !REPLY
     }
 
     fn is_reply(self) -> bool {
@@ -176,6 +214,12 @@ pub struct BeaconDetector {
     config: DetectConfig,
     series: BoundedMap<SeriesKey, Series>,
     home: sketch::HomeNets,
+    /// [`HomeNets`](sketch::HomeNets) by the first 16 bits of a v4 address: most
+    /// addresses are decided by this one load instead of a test per network. 64 KiB.
+    home_prefixes: Box<[HomePrefix; 1 << 16]>,
+    /// `skip_tcp_ports` and `skip_udp_ports` as bit sets of the 65,536 ports (8 KiB each),
+    /// tested on every record.
+    skip_ports: Box<[[u64; 1024]; 2]>,
     /// Keys with one connection so far, by a 64-bit hash of the [`SeriesKey`].
     first: BoundedMap<u64, FirstSeen>,
     pair_reported: BoundedMap<(IpAddr, IpAddr), f32>,
@@ -185,7 +229,7 @@ pub struct BeaconDetector {
     next_eval_ms: u64,
     data_first_ms: u64,
     late: u64,
-    scratch: [Vec<f64>; 3],
+    scratch: Scratch,
     /// Scratch for [`sort_events`]: the out-of-order tail and the merged sequence.
     event_scratch: [Vec<Event>; 2],
 }
@@ -199,6 +243,20 @@ impl BeaconDetector {
             config: config.clone(),
             series: BoundedMap::new(cap),
             home: sketch::HomeNets::new(&config.home_nets),
+            home_prefixes: home_prefixes(&config.home_nets),
+            skip_ports: {
+                let mut sets: Box<[[u64; 1024]; 2]> = vec![[0u64; 1024]; 2]
+                    .into_boxed_slice()
+                    .try_into()
+                    .unwrap_or_else(|_| unreachable!("two sets"));
+                let lists = [&config.beacon.skip_tcp_ports, &config.beacon.skip_udp_ports];
+                for (set, list) in sets.iter_mut().zip(lists) {
+                    for &port in list {
+                        set[usize::from(port >> 6)] |= 1 << (port & 63);
+                    }
+                }
+                sets
+            },
             first: BoundedMap::new(cap),
             pair_reported: BoundedMap::new(cap),
             prevalence: Prevalence::new(cap),
@@ -207,7 +265,7 @@ impl BeaconDetector {
             next_eval_ms: 0,
             data_first_ms: u64::MAX,
             late: 0,
-            scratch: [Vec::new(), Vec::new(), Vec::new()],
+            scratch: Scratch::default(),
             event_scratch: [Vec::new(), Vec::new()],
         }
     }
@@ -256,9 +314,9 @@ impl BeaconDetector {
     /// external source), and an external source is never eligible itself.
     #[inline]
     fn admit(&self, r: &FlowRecord) -> Option<bool> {
-        if self.home.contains(r.src_addr) {
-            let eligible = !common::is_group_or_unspecified(r.dst_addr)
-                && (self.config.beacon.include_internal_dst || !self.home.contains(r.dst_addr))
+        if self.is_home(r.src_addr) {
+            let eligible = !is_group_or_unspecified(r.dst_addr)
+                && (self.config.beacon.include_internal_dst || !self.is_home(r.dst_addr))
                 && self.ports_eligible(r.protocol, r.src_port, r.dst_port);
             return eligible.then_some(false);
         }
@@ -269,10 +327,25 @@ impl BeaconDetector {
             && r.dst_port >= 1024
             && r.src_port < r.dst_port
             && (r.src_port < 1024 || r.dst_port >= 32_768)
-            && self.home.contains(r.dst_addr)
-            && !common::is_group_or_unspecified(r.src_addr)
+            && self.is_home(r.dst_addr)
+            && !is_group_or_unspecified(r.src_addr)
             && self.ports_eligible(r.protocol, r.dst_port, r.src_port);
         reply.then_some(true)
+    }
+
+    /// Whether `addr` is in the home networks: `HomeNets::contains`, with the first 16
+    /// bits of a v4 address settling most cases.
+    #[inline]
+    fn is_home(&self, addr: IpAddr) -> bool {
+        let IpAddr::V4(a) = addr else {
+            return self.home.contains(addr);
+        };
+        let bits = a.to_bits();
+        match self.home_prefixes[(bits >> 16) as usize] {
+            HomePrefix::Outside => false,
+            HomePrefix::Inside => true,
+            HomePrefix::Check => self.home.contains_v4(bits),
+        }
     }
 
     /// The port part of eligibility: for TCP and UDP, not a server's response and not a
@@ -280,198 +353,12 @@ impl BeaconDetector {
     #[inline]
     fn ports_eligible(&self, protocol: u8, src_port: u16, dst_port: u16) -> bool {
         let skip = match protocol {
-            6 => &self.config.beacon.skip_tcp_ports,
-            17 => &self.config.beacon.skip_udp_ports,
+            6 => &self.skip_ports[0],
+            17 => &self.skip_ports[1],
             _ => return true,
         };
-        (src_port >= 1024 || dst_port < 1024) && !skip.contains(&dst_port)
-    }
-
-    /// Scores sorted events; `None` when there are too few intervals.
-    #[expect(clippy::cast_precision_loss, reason = "statistics on counts and times")]
-    fn score_events(
-        &mut self,
-        events: &[Event],
-        base_ms: u64,
-        decimation: u32,
-        sampled: bool,
-        dst: IpAddr,
-        need: f64,
-    ) -> Option<Scored> {
-        let min = self.config.beacon.min_connections.max(3);
-        if events.len() < min {
-            return None;
-        }
-        // The most this series can score: every other term is at most 1, so the raw score
-        // is at most 0.75 + 0.25·coverage; with the damping of a prevalent destination
-        // that can stay below `need`, and then nothing is reported whatever the timing,
-        // so the statistics are not computed at all.
-        let (first_ms, last_ms) = (
-            base_ms + u64::from(events[0].t),
-            base_ms + u64::from(events[events.len() - 1].t),
-        );
-        let data_span = self
-            .watermark_ms
-            .max(last_ms)
-            .saturating_sub(self.data_first_ms.min(first_ms))
-            .min(self.config.beacon.horizon_ms)
-            .max(1);
-        let coverage = ((last_ms - first_ms) as f64 / data_span as f64).clamp(0.0, 1.0);
-        let hosts = self.prevalence.hosts(dst);
-        let damp = common::prevalence_damping(hosts, self.config.prevalence_hosts);
-        let conf = if sampled { SAMPLED_CONFIDENCE } else { 1.0 };
-        if (0.75 + 0.25 * coverage) * damp * conf < need - 1e-9 {
-            return None;
-        }
-        let [iv, sizes, tmp] = &mut self.scratch;
-        iv.clear();
-        sizes.clear();
-        for w in events.windows(2) {
-            let d = f64::from(w[1].t.saturating_sub(w[0].t));
-            if d > 0.0 {
-                iv.push(d);
-            }
-        }
-        let connections = events.len() as f64 * f64::from(decimation.max(1));
-        if events.len() < min || iv.len() + 1 < min {
-            return None;
-        }
-        stats::sort(iv);
-        let iv_med = stats::median_sorted(iv);
-        let iv_mad = stats::mad(iv, iv_med, tmp);
-        let ts_skew = 1.0 - stats::bowley_skew(iv).abs();
-        let ts_dispersion = (1.0 - (iv_mad / iv_med.max(1.0)) / 0.8).clamp(0.0, 1.0);
-        let (period_fit, period_ms) = period_fit(iv);
-        // On sampled exports, the beats that survive are a random subset and the jitter
-        // between them accumulates (after k beats of ±j jitter the phase spreads by about
-        // 0.58·j·√k periods), so no interval or period test survives 1:100; a thinned
-        // periodic series is a constant-rate one, with intervals as regular as a Poisson
-        // process' (coefficient of variation ≤ 1), while bursty traffic has a CV well
-        // above 1. Score that: 1 at CV ≤ 0.8, 0 at CV ≥ 1.3.
-        let iv_cv = {
-            let n = iv.len() as f64;
-            let mean = iv.iter().sum::<f64>() / n;
-            let var = iv.iter().map(|d| (d - mean) * (d - mean)).sum::<f64>() / n;
-            var.sqrt() / mean.max(1.0)
-        };
-        let thinned = if sampled {
-            ((1.3 - iv_cv) / 0.5).clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
-        let ts = f64::midpoint(ts_skew, ts_dispersion)
-            .max(period_fit)
-            .max(thinned);
-        // Sizes per direction: outbound records, and (sampled) replies standing in for
-        // unsampled outbound ones; each direction with 3 or more is scored, weighted by
-        // count.
-        let counts = [false, true].map(|r| events.iter().filter(|e| e.is_reply() == r).count());
-        let (mut size, mut weight) = (0.0, 0.0);
-        for (r, n) in [false, true].into_iter().zip(counts) {
-            if n < 3 && counts.iter().any(|&m| m >= 3) {
-                continue;
-            }
-            sizes.clear();
-            sizes.extend(
-                events
-                    .iter()
-                    .filter(|e| n < 3 || e.is_reply() == r)
-                    .map(|e| e.size()),
-            );
-            stats::sort(sizes);
-            let med = stats::median_sorted(sizes);
-            let mad = stats::mad(sizes, med, tmp);
-            let score = f64::midpoint(
-                1.0 - stats::bowley_skew(sizes).abs(),
-                (1.0 - (mad / med.max(1.0)) / 0.8).clamp(0.0, 1.0),
-            );
-            size += score * sizes.len() as f64;
-            weight += sizes.len() as f64;
-        }
-        let size = size / weight.max(1.0);
-        // The typical outbound size (all sizes when only replies were seen).
-        sizes.clear();
-        let outbound = counts[0] > 0;
-        sizes.extend(
-            events
-                .iter()
-                .filter(|e| !outbound || !e.is_reply())
-                .map(|e| e.size()),
-        );
-        stats::sort(sizes);
-        let size_med = stats::median_sorted(sizes);
-        // Histogram over the series span.
-        let first = f64::from(events[0].t);
-        let last = f64::from(events[events.len() - 1].t);
-        let span = (last - first).max(1.0);
-        let bins = (events.len() / 2).clamp(3, 24);
-        let mut counts = [0f64; 24];
-        for e in events {
-            #[expect(
-                clippy::cast_possible_truncation,
-                clippy::cast_sign_loss,
-                reason = "bin index"
-            )]
-            let b = (((f64::from(e.t) - first) / span * bins as f64) as usize).min(bins - 1);
-            counts[b] += 1.0;
-        }
-        let counts = &counts[..bins];
-        let mean = counts.iter().sum::<f64>() / bins as f64;
-        let var = counts.iter().map(|c| (c - mean) * (c - mean)).sum::<f64>() / bins as f64;
-        let cv = var.sqrt() / mean.max(1e-9);
-        let bimodal = if mean >= 4.0 {
-            let mut c: Vec<f64> = counts.to_vec();
-            stats::sort(&mut c);
-            // Two levels: the share of bins within 10 % (or ±1) of the lowest or highest
-            // level, when the levels differ.
-            let (lo, hi) = (c[0], c[bins - 1]);
-            let near = |x: f64, l: f64| (x - l).abs() <= (0.1 * l).max(1.0);
-            let share =
-                c.iter().filter(|&&x| near(x, lo) || near(x, hi)).count() as f64 / bins as f64;
-            if hi > lo * 1.5 && share >= 0.9 {
-                share
-            } else {
-                0.0
-            }
-        } else {
-            0.0
-        };
-        // On sampled exports a periodic series is thinned into a constant-rate random
-        // one: its bin counts are then Poisson-like (index of dispersion ≈ 1), while
-        // bursty or diurnal traffic is over-dispersed. Score that instead of the CV.
-        let dispersion_index = var / mean.max(1e-9);
-        let poisson_flat = if sampled {
-            (1.0 - (dispersion_index - 1.0).max(0.0) / 3.0).clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
-        let hist = (1.0 - cv).max(bimodal).max(poisson_flat).clamp(0.0, 1.0);
-        // Sampling destroys interval regularity (the observed beats are a random subset,
-        // and jitter accumulates between them), so on sampled exports timing weighs less
-        // and the rate, size and coverage regularity more.
-        let raw = if sampled {
-            0.25 * ts + 0.25 * size + 0.25 * hist + 0.25 * coverage
-        } else {
-            0.35 * ts + 0.20 * size + 0.20 * hist + 0.25 * coverage
-        };
-        let score = raw * damp * conf;
-        Some(Scored {
-            score,
-            ts,
-            ts_skew,
-            ts_dispersion,
-            period_fit,
-            period_ms,
-            size,
-            hist,
-            coverage,
-            interval_median_ms: iv_med,
-            interval_mad_ms: iv_mad,
-            bytes_median: size_med,
-            connections,
-            first_ms,
-            last_ms,
-        })
+        let (word, bit) = (usize::from(dst_port >> 6), dst_port & 63);
+        (src_port >= 1024 || dst_port < 1024) && skip[word] >> bit & 1 == 0
     }
 
     fn build(
@@ -555,6 +442,23 @@ impl BeaconDetector {
         )
     }
 
+    /// A reply admitted by [`Self::admit`]: turned around into the client's direction and
+    /// recorded. Out of line, so that `observe` holds no turned-around copy.
+    #[inline(never)]
+    fn observe_reply(&mut self, record: &FlowRecord, end: u64) {
+        let flipped = FlowRecord {
+            src_addr: record.dst_addr,
+            dst_addr: record.src_addr,
+            src_port: record.dst_port,
+            dst_port: record.src_port,
+            ..*record
+        };
+        if self.filter.as_ref().is_some_and(|f| !f(flipped.src_addr)) {
+            return;
+        }
+        self.record(&flipped, true, end);
+    }
+
     /// Adds an admitted record (turned around when `reply`) ending at `end` to its key's
     /// state. Kept out of `observe`, where most records stop at admission.
     #[inline(never)]
@@ -622,9 +526,13 @@ impl BeaconDetector {
                 return;
             }
             let f = self.first.remove(&fk).expect("present");
+            // Room for a few connections up front: growing from one event a step at a time
+            // cost more (in `realloc`) than the pushes themselves.
+            let mut events = Vec::with_capacity(INITIAL_EVENTS);
+            events.push(f.event);
             self.series.get_or_insert_with(key, || Series {
                 base_ms: f.base_ms,
-                events: vec![f.event],
+                events,
                 decimation: 1,
                 last_src_port: f.last_src_port,
                 last_end_ms: f.last_end_ms,
@@ -706,7 +614,7 @@ impl BeaconDetector {
         // connections that fell out of the horizon.
         self.series.retain(|_, s| s.last_ms + horizon >= now);
         self.first.retain(|_, f| f.last_ms + horizon >= now);
-        let mut keys: Vec<SeriesKey> = Vec::new();
+        let mut ordered: Vec<SeriesKey> = Vec::new();
         let [tail, merged] = &mut self.event_scratch;
         for (k, s) in self.series.iter_mut() {
             if !s.dirty {
@@ -724,12 +632,10 @@ impl BeaconDetector {
                     sort_events(&mut s.events, tail, merged);
                     s.out_of_order = false;
                 }
-                keys.push(*k);
+                ordered.push(*k);
             }
         }
-        // The keys are distinct, so this is the order of `keys.sort_unstable()`, by plain
-        // integers instead of `IpAddr`'s comparison.
-        keys.sort_unstable_by_key(SeriesKey::order);
+        let keys = sort_keys(&ordered);
         let threshold = self.config.beacon.threshold;
         let mut pair_start = 0;
         while pair_start < keys.len() {
@@ -739,21 +645,34 @@ impl BeaconDetector {
                 pair_end += 1;
             }
             let mut any_reported = false;
+            let ctx = ScoreContext {
+                config: &self.config,
+                prevalence: &self.prevalence,
+                watermark_ms: self.watermark_ms,
+                data_first_ms: self.data_first_ms,
+            };
             for key in &keys[pair_start..pair_end] {
+                // The series is scored where it lies (one lookup, which also marks it
+                // recently used).
                 let Some(s) = self.series.get_mut(key) else {
                     continue;
                 };
-                let events = std::mem::take(&mut s.events);
-                let (base, dec, sampled, reported) =
-                    (s.base_ms, s.decimation, s.sampled, s.reported);
+                let (sampled, reported) = (s.sampled, s.reported);
                 let need = if reported > 0.0 {
                     threshold.max(f64::from(reported) + 0.1)
                 } else {
                     threshold
                 };
-                let scored = self.score_events(&events, base, dec, sampled, dst, need);
-                let s = self.series.get_mut(key).expect("present");
-                s.events = events;
+                let scored = score_events(
+                    &ctx,
+                    &mut self.scratch,
+                    &s.events,
+                    s.base_ms,
+                    s.decimation,
+                    sampled,
+                    dst,
+                    need,
+                );
                 any_reported |= reported > 0.0;
                 if let Some(sc) = scored
                     && sc.score >= threshold
@@ -814,7 +733,22 @@ impl BeaconDetector {
         } else {
             threshold
         };
-        let Some(sc) = self.score_events(&events, base, decimation, sampled, dst, need) else {
+        let ctx = ScoreContext {
+            config: &self.config,
+            prevalence: &self.prevalence,
+            watermark_ms: self.watermark_ms,
+            data_first_ms: self.data_first_ms,
+        };
+        let Some(sc) = score_events(
+            &ctx,
+            &mut self.scratch,
+            &events,
+            base,
+            decimation,
+            sampled,
+            dst,
+            need,
+        ) else {
             return;
         };
         if sc.score >= self.config.beacon.threshold
@@ -828,6 +762,387 @@ impl BeaconDetector {
             ports.truncate(32);
             out.push(self.build(src, dst, ports, &sc, sampled));
         }
+    }
+}
+
+/// What [`score_events`] reads of the detector besides the series.
+struct ScoreContext<'a> {
+    config: &'a DetectConfig,
+    prevalence: &'a Prevalence,
+    watermark_ms: u64,
+    data_first_ms: u64,
+}
+
+/// Work space of [`score_events`], kept between calls.
+#[derive(Debug, Default)]
+struct Scratch {
+    /// Intervals or sizes as integers, to be sorted (cheaper than sorting floats).
+    ints: Vec<u32>,
+    iv: Vec<f64>,
+    sizes: Vec<f64>,
+    tmp: Vec<f64>,
+}
+
+/// Scores sorted events; `None` when there are too few intervals.
+#[expect(clippy::cast_precision_loss, reason = "statistics on counts and times")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a series' fields, borrowed apart from the map that holds it"
+)]
+fn score_events(
+    ctx: &ScoreContext<'_>,
+    scratch: &mut Scratch,
+    events: &[Event],
+    base_ms: u64,
+    decimation: u32,
+    sampled: bool,
+    dst: IpAddr,
+    need: f64,
+) -> Option<Scored> {
+    let min = ctx.config.beacon.min_connections.max(3);
+    if events.len() < min {
+        return None;
+    }
+    // The most this series can score: every other term is at most 1, so the raw score
+    // is at most 0.75 + 0.25·coverage; with the damping of a prevalent destination
+    // that can stay below `need`, and then nothing is reported whatever the timing,
+    // so the statistics are not computed at all.
+    let (first_ms, last_ms) = (
+        base_ms + u64::from(events[0].t),
+        base_ms + u64::from(events[events.len() - 1].t),
+    );
+    let data_span = ctx
+        .watermark_ms
+        .max(last_ms)
+        .saturating_sub(ctx.data_first_ms.min(first_ms))
+        .min(ctx.config.beacon.horizon_ms)
+        .max(1);
+    let coverage = ((last_ms - first_ms) as f64 / data_span as f64).clamp(0.0, 1.0);
+    let hosts = ctx.prevalence.hosts(dst);
+    let damp = common::prevalence_damping(hosts, ctx.config.prevalence_hosts);
+    let conf = if sampled { SAMPLED_CONFIDENCE } else { 1.0 };
+    if (0.75 + 0.25 * coverage) * damp * conf < need - 1e-9 {
+        return None;
+    }
+    let Scratch {
+        ints,
+        iv,
+        sizes,
+        tmp,
+    } = scratch;
+    ints.clear();
+    for w in events.windows(2) {
+        let d = w[1].t.saturating_sub(w[0].t);
+        if d > 0 {
+            ints.push(d);
+        }
+    }
+    let connections = events.len() as f64 * f64::from(decimation.max(1));
+    if events.len() < min || ints.len() + 1 < min {
+        return None;
+    }
+    // Sorted as integers, then converted: the same floats in the same order as sorting
+    // the floats (the conversion is exact and monotonic).
+    sorted_floats(ints, iv);
+    let iv_med = stats::median_sorted(iv);
+    let iv_mad = mad_sorted(iv, iv_med, tmp);
+    let ts_skew = 1.0 - stats::bowley_skew(iv).abs();
+    let ts_dispersion = (1.0 - (iv_mad / iv_med.max(1.0)) / 0.8).clamp(0.0, 1.0);
+    let (period_fit, period_ms) = period_fit(iv);
+    // On sampled exports, the beats that survive are a random subset and the jitter
+    // between them accumulates (after k beats of ±j jitter the phase spreads by about
+    // 0.58·j·√k periods), so no interval or period test survives 1:100; a thinned
+    // periodic series is a constant-rate one, with intervals as regular as a Poisson
+    // process' (coefficient of variation ≤ 1), while bursty traffic has a CV well
+    // above 1. Score that: 1 at CV ≤ 0.8, 0 at CV ≥ 1.3.
+    let iv_cv = {
+        let n = iv.len() as f64;
+        let mean = iv.iter().sum::<f64>() / n;
+        let var = iv.iter().map(|d| (d - mean) * (d - mean)).sum::<f64>() / n;
+        var.sqrt() / mean.max(1.0)
+    };
+    let thinned = if sampled {
+        ((1.3 - iv_cv) / 0.5).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let ts = f64::midpoint(ts_skew, ts_dispersion)
+        .max(period_fit)
+        .max(thinned);
+    // Sizes per direction: outbound records, and (sampled) replies standing in for
+    // unsampled outbound ones; each direction with 3 or more is scored, weighted by
+    // count.
+    let counts = [false, true].map(|r| events.iter().filter(|e| e.is_reply() == r).count());
+    let (mut size, mut weight) = (0.0, 0.0);
+    for (r, n) in [false, true].into_iter().zip(counts) {
+        if n < 3 && counts.iter().any(|&m| m >= 3) {
+            continue;
+        }
+        ints.clear();
+        ints.extend(
+            events
+                .iter()
+                .filter(|e| n < 3 || e.is_reply() == r)
+                .map(|e| e.size()),
+        );
+        sorted_floats(ints, sizes);
+        let med = stats::median_sorted(sizes);
+        let mad = mad_sorted(sizes, med, tmp);
+        let score = f64::midpoint(
+            1.0 - stats::bowley_skew(sizes).abs(),
+            (1.0 - (mad / med.max(1.0)) / 0.8).clamp(0.0, 1.0),
+        );
+        size += score * sizes.len() as f64;
+        weight += sizes.len() as f64;
+    }
+    let size = size / weight.max(1.0);
+    // The typical outbound size (all sizes when only replies were seen). Without replies
+    // that is every event, which the loop above left sorted in `sizes`.
+    if counts[1] > 0 {
+        let outbound = counts[0] > 0;
+        ints.clear();
+        ints.extend(
+            events
+                .iter()
+                .filter(|e| !outbound || !e.is_reply())
+                .map(|e| e.size()),
+        );
+        sorted_floats(ints, sizes);
+    }
+    let size_med = stats::median_sorted(sizes);
+    // Histogram over the series span.
+    let first = f64::from(events[0].t);
+    let last = f64::from(events[events.len() - 1].t);
+    let span = (last - first).max(1.0);
+    let bins = (events.len() / 2).clamp(3, 24);
+    let mut counts = [0f64; 24];
+    for e in events {
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "bin index"
+        )]
+        let b = (((f64::from(e.t) - first) / span * bins as f64) as usize).min(bins - 1);
+        counts[b] += 1.0;
+    }
+    let counts = &counts[..bins];
+    let mean = counts.iter().sum::<f64>() / bins as f64;
+    let var = counts.iter().map(|c| (c - mean) * (c - mean)).sum::<f64>() / bins as f64;
+    let cv = var.sqrt() / mean.max(1e-9);
+    let bimodal = if mean >= 4.0 {
+        let mut c: Vec<f64> = counts.to_vec();
+        stats::sort(&mut c);
+        // Two levels: the share of bins within 10 % (or ±1) of the lowest or highest
+        // level, when the levels differ.
+        let (lo, hi) = (c[0], c[bins - 1]);
+        let near = |x: f64, l: f64| (x - l).abs() <= (0.1 * l).max(1.0);
+        let share = c.iter().filter(|&&x| near(x, lo) || near(x, hi)).count() as f64 / bins as f64;
+        if hi > lo * 1.5 && share >= 0.9 {
+            share
+        } else {
+            0.0
+        }
+    } else {
+        0.0
+    };
+    // On sampled exports a periodic series is thinned into a constant-rate random
+    // one: its bin counts are then Poisson-like (index of dispersion ≈ 1), while
+    // bursty or diurnal traffic is over-dispersed. Score that instead of the CV.
+    let dispersion_index = var / mean.max(1e-9);
+    let poisson_flat = if sampled {
+        (1.0 - (dispersion_index - 1.0).max(0.0) / 3.0).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let hist = (1.0 - cv).max(bimodal).max(poisson_flat).clamp(0.0, 1.0);
+    // Sampling destroys interval regularity (the observed beats are a random subset,
+    // and jitter accumulates between them), so on sampled exports timing weighs less
+    // and the rate, size and coverage regularity more.
+    let raw = if sampled {
+        0.25 * ts + 0.25 * size + 0.25 * hist + 0.25 * coverage
+    } else {
+        0.35 * ts + 0.20 * size + 0.20 * hist + 0.25 * coverage
+    };
+    let score = raw * damp * conf;
+    Some(Scored {
+        score,
+        ts,
+        ts_skew,
+        ts_dispersion,
+        period_fit,
+        period_ms,
+        size,
+        hist,
+        coverage,
+        interval_median_ms: iv_med,
+        interval_mad_ms: iv_mad,
+        bytes_median: size_med,
+        connections,
+        first_ms,
+        last_ms,
+    })
+}
+
+/// Sorts `ints` and writes them to `out` as floats: what sorting the floats would give
+/// (`f64::from(u32)` is exact and monotonic, so the order and the values are the same).
+fn sorted_floats(ints: &mut [u32], out: &mut Vec<f64>) {
+    ints.sort_unstable();
+    out.clear();
+    out.extend(ints.iter().map(|&x| f64::from(x)));
+}
+
+/// `stats::mad` of sorted finite `values` about their median `median`, without its sort:
+/// the deviations `|v − median|` fall along the values below the median and rise along
+/// those above it, so merging the two runs yields them sorted (the same floats, computed
+/// by the same expression, so the same median).
+fn mad_sorted(values: &[f64], median: f64, scratch: &mut Vec<f64>) -> f64 {
+    let split = values.partition_point(|&v| v < median);
+    let (below, above) = values.split_at(split);
+    scratch.clear();
+    scratch.reserve(values.len());
+    let dev = |v: f64| (v - median).abs();
+    let (mut i, mut j) = (below.len(), 0);
+    while i > 0 && j < above.len() {
+        let (a, b) = (dev(below[i - 1]), dev(above[j]));
+        if a <= b {
+            scratch.push(a);
+            i -= 1;
+        } else {
+            scratch.push(b);
+            j += 1;
+        }
+    }
+    scratch.extend(below[..i].iter().rev().map(|&v| dev(v)));
+    scratch.extend(above[j..].iter().map(|&v| dev(v)));
+    stats::median_sorted(scratch)
+}
+
+/// `keys` (distinct) in the order of `keys.sort_unstable()`, by plain integers instead
+/// of `IpAddr`'s comparison: each key becomes the bit string of [`SeriesKey::order`]
+/// (source family, its 128 bits, destination family, its bits, port, protocol: 282 bits,
+/// big-endian in five words, so that the words compare as the key), with the key's index
+/// in the 38 bits left over.
+fn sort_keys(keys: &[SeriesKey]) -> Vec<SeriesKey> {
+    // Usually every v6 address has bits from 2^32 on (v4 addresses are below), and then
+    // the bits alone order (family, bits) as the key does: sort by those, three plain
+    // integers per key, moving only 4-byte indices.
+    let mut plain: Vec<(u128, u128, u32)> = Vec::with_capacity(keys.len());
+    for k in keys {
+        let (src_v6, src, dst_v6, dst, port, protocol) = k.order();
+        if (src_v6 && src >> 32 == 0) || (dst_v6 && dst >> 32 == 0) {
+            break;
+        }
+        plain.push((src, dst, u32::from(port) << 8 | u32::from(protocol)));
+    }
+    if plain.len() == keys.len() {
+        let mut order: Vec<u32> = (0..).take(keys.len()).collect();
+        order.sort_unstable_by(|&a, &b| plain[a as usize].cmp(&plain[b as usize]));
+        return order.iter().map(|&i| keys[i as usize]).collect();
+    }
+    let mut packed: Vec<[u64; 5]> = (0u64..)
+        .zip(keys)
+        .map(|(i, k)| {
+            let (src_v6, src, dst_v6, dst, port, protocol) = k.order();
+            let mut w = BitString::default();
+            w.push(u64::from(src_v6), 1);
+            w.push_u128(src);
+            w.push(u64::from(dst_v6), 1);
+            w.push_u128(dst);
+            w.push(u64::from(port), 16);
+            w.push(u64::from(protocol), 8);
+            w.push(i, 38);
+            w.words
+        })
+        .collect();
+    packed.sort_unstable();
+    packed
+        .iter()
+        .map(|w| {
+            let i = (w[4] & ((1 << 38) - 1)) as usize;
+            keys[i]
+        })
+        .collect()
+}
+
+/// Bits appended big-endian to five words.
+#[derive(Default)]
+struct BitString {
+    words: [u64; 5],
+    used: u32,
+}
+
+impl BitString {
+    /// Appends the low `n` (1 to 64) bits of `value`.
+    fn push(&mut self, value: u64, n: u32) {
+        let value = if n == 64 {
+            value
+        } else {
+            value & ((1 << n) - 1)
+        };
+        let word = (self.used / 64) as usize;
+        let free = 64 - self.used % 64;
+        if n <= free {
+            self.words[word] |= value << (free - n);
+        } else {
+            self.words[word] |= value >> (n - free);
+            self.words[word + 1] |= value << (64 - (n - free));
+        }
+        self.used += n;
+    }
+
+    /// Appends all 128 bits of `value`.
+    fn push_u128(&mut self, value: u128) {
+        #[expect(clippy::cast_possible_truncation, reason = "one 64-bit half")]
+        let (high, low) = ((value >> 64) as u64, value as u64);
+        self.push(high, 64);
+        self.push(low, 64);
+    }
+}
+
+/// What the first 16 bits of a v4 address say about its membership of the home
+/// networks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HomePrefix {
+    /// No network holds an address with these first 16 bits.
+    Outside,
+    /// A network of prefix length 16 or less holds every address with these bits.
+    Inside,
+    /// Longer networks start with these bits: test them.
+    Check,
+}
+
+/// [`HomePrefix`] of every 16-bit prefix for the v4 networks of `nets` (a network only
+/// holds addresses of its own family, as in `HomeNets`).
+fn home_prefixes(nets: &[IpNet]) -> Box<[HomePrefix; 1 << 16]> {
+    let mut table: Box<[HomePrefix; 1 << 16]> = vec![HomePrefix::Outside; 1 << 16]
+        .into_boxed_slice()
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("2^16 entries"));
+    for net in nets {
+        let IpNet::V4(net) = net else {
+            continue;
+        };
+        let (network, mask) = (net.network().to_bits(), net.netmask().to_bits());
+        for (prefix, entry) in (0u32..).zip(table.iter_mut()) {
+            let block = prefix << 16;
+            if mask.trailing_zeros() >= 16 {
+                if block & mask == network {
+                    *entry = HomePrefix::Inside;
+                }
+            } else if network >> 16 == prefix && *entry == HomePrefix::Outside {
+                *entry = HomePrefix::Check;
+            }
+        }
+    }
+    table
+}
+
+/// `common::is_group_or_unspecified`, with the v4 case (almost every record) inline.
+#[inline]
+fn is_group_or_unspecified(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(a) => a.is_multicast() || a.is_broadcast() || a.is_unspecified(),
+        IpAddr::V6(_) => common::is_group_or_unspecified(addr),
     }
 }
 
@@ -913,6 +1228,25 @@ fn sort_events(events: &mut [Event], tail: &mut Vec<Event>, merged: &mut Vec<Eve
     }
 }
 
+/// `x.round()` (half away from zero) for `x ≥ 0`, without the library call that the
+/// baseline x86-64 target makes of it: below 2^52 the fraction `x − ⌊x⌋` is exact, and
+/// from 2^52 on every float is an integer.
+#[inline]
+fn round_non_negative(x: f64) -> f64 {
+    const INTEGRAL: f64 = 4_503_599_627_370_496.0; // 2^52
+    if (0.0..INTEGRAL).contains(&x) {
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "0 <= x < 2^52: truncation toward zero, exactly"
+        )]
+        let floor = x as u64 as f64;
+        if x - floor >= 0.5 { floor + 1.0 } else { floor }
+    } else {
+        x.round()
+    }
+}
+
 /// The period fit of sorted intervals: (score in [0, 1], base period in ms).
 #[expect(clippy::cast_precision_loss, reason = "statistics")]
 fn period_fit(sorted: &[f64]) -> (f64, f64) {
@@ -922,30 +1256,33 @@ fn period_fit(sorted: &[f64]) -> (f64, f64) {
         return (0.0, 0.0);
     }
     let mut best = (0.0f64, 0.0f64);
-    let mut candidates: Vec<f64> = Vec::with_capacity(9);
+    let mut candidates = [0.0f64; 9];
+    let mut n = 0;
     for q in [0.1, 0.25, 0.5] {
         let base = stats::quantile_sorted(sorted, q);
         for m in 1..=3 {
             let p = base / f64::from(m);
             if p >= 1000.0 {
-                candidates.push(p);
+                candidates[n] = p;
+                n += 1;
             }
         }
     }
-    let mut fits: Vec<(f64, f64)> = Vec::with_capacity(candidates.len());
-    for &p in &candidates {
+    let mut fits = [(0.0f64, 0.0f64); 9];
+    for (&p, fit) in candidates[..n].iter().zip(&mut fits) {
         let hits = sorted
             .iter()
             .filter(|&&d| {
-                let k = (d / p).round();
+                let k = round_non_negative(d / p);
                 k >= 1.0 && (d - k * p).abs() <= TOLERANCE * p
             })
             .count();
-        let fit = hits as f64 / sorted.len() as f64;
-        fits.push((((fit - NULL) / (1.0 - NULL)).clamp(0.0, 1.0), p));
+        let share = hits as f64 / sorted.len() as f64;
+        *fit = (((share - NULL) / (1.0 - NULL)).clamp(0.0, 1.0), p);
     }
+    let fits = &fits[..n];
     let top = fits.iter().map(|f| f.0).fold(0.0, f64::max);
-    for &(f, p) in &fits {
+    for &(f, p) in fits {
         // The largest period that fits about as well as the best (P/2 always fits as
         // well as P).
         if f >= top - 0.05 && p > best.1 {
@@ -966,25 +1303,16 @@ impl Detector for BeaconDetector {
             self.late += 1;
             return;
         }
-        let flipped;
-        let (record, reply) = match self.admit(record) {
-            Some(false) => (record, false),
-            Some(true) => {
-                flipped = FlowRecord {
-                    src_addr: record.dst_addr,
-                    dst_addr: record.src_addr,
-                    src_port: record.dst_port,
-                    dst_port: record.src_port,
-                    ..*record
-                };
-                (&flipped, true)
+        match self.admit(record) {
+            Some(false) => {
+                if self.filter.as_ref().is_some_and(|f| !f(record.src_addr)) {
+                    return;
+                }
+                self.record(record, false, end);
             }
-            None => return,
-        };
-        if self.filter.as_ref().is_some_and(|f| !f(record.src_addr)) {
-            return;
+            Some(true) => self.observe_reply(record, end),
+            None => {}
         }
-        self.record(record, reply, end);
     }
 
     fn advance(&mut self, watermark_ms: u64, out: &mut Vec<Finding>) {

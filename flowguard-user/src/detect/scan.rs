@@ -30,7 +30,7 @@
 //! attempts are kept exactly with their times (for the window counts), and the episode's
 //! distinct destinations and ports in [`DistinctCounter`]s (exact to 32, then
 //! `HyperLogLog`). Byte cost per source: ~250 bytes fixed (slot, index, TRW filter,
-//! counters) + 24 bytes per kept attempt (≤ 1.2 kB) + ≤ 2 × 256 bytes of sketch, so
+//! counters) + 28 bytes per kept attempt (≤ 1.4 kB) + ≤ 2 × 256 bytes of sketch, so
 //! ≤ ~2 kB for a heavy scanner and ~300 bytes for a host with one failure.
 //!
 //! Sampling: on sampled exports (interval N > 1) a scan probe of one packet is seen with
@@ -83,6 +83,10 @@ use crate::decode::FlowRecord;
 /// Distinct (destination, port) attempts kept exactly, with their times, per source.
 pub const EXACT_ATTEMPTS: usize = 48;
 const CONTACT_FILTER: usize = 8;
+/// log2 of the bits of [`ScanDetector::stateful`].
+const STATEFUL_BITS: u32 = 16;
+/// Words of [`ScanDetector::stateful`] (64 bits each).
+const STATEFUL_WORDS: usize = 1 << (STATEFUL_BITS - 6);
 
 const HORIZONTAL: usize = 0;
 const VERTICAL: usize = 1;
@@ -92,6 +96,9 @@ const KIND_NAMES: [&str; 3] = ["horizontal", "vertical", "trw"];
 #[derive(Clone, Copy, Debug)]
 struct Attempt {
     dst: IpAddr,
+    /// Low half of [`addr_hash`] of `dst`: the scans over the kept attempts compare this
+    /// first, and the address only when it matches.
+    dst_tag: u32,
     port: u16,
     /// Event time, seconds since the epoch.
     t_s: u32,
@@ -120,6 +127,9 @@ struct Source {
     h_window_ms: u64,
     v_dst: Option<IpAddr>,
     v_window_ms: u64,
+    /// Whether anything a score reads changed since the last sweep scored this source
+    /// (while false, the sweep's scores would equal the ones it last compared).
+    rescore: bool,
 }
 
 impl Source {
@@ -130,16 +140,16 @@ impl Source {
     }
 
     /// A success to `dst` at `now_ms`: a first contact moves the walk down by
-    /// `llr_success`, floored at `llr_lower` (where the failure run restarts). Out of
-    /// line: most successes are of hosts without state, and stop at the lookup.
-    #[inline(never)]
+    /// `llr_success`, floored at `llr_lower` (where the failure run restarts).
+    #[inline]
     fn success(&mut self, dst: IpAddr, now_ms: u64, llr_success: f64, llr_lower: f64) {
         if self.first_contact(addr_hash(dst)) {
             #[expect(clippy::cast_possible_truncation, reason = "f32 state")]
             let llr = (f64::from(self.llr) + llr_success).max(llr_lower) as f32;
             self.llr = llr;
-            if f64::from(llr) <= llr_lower {
+            if f64::from(llr) <= llr_lower && self.trw_failures != 0 {
                 self.trw_failures = 0;
+                self.rescore = true;
             }
         }
         self.last_ms = self.last_ms.max(now_ms);
@@ -174,6 +184,11 @@ enum Outcome {
 pub struct ScanDetector {
     config: DetectConfig,
     sources: BoundedMap<IpAddr, Source>,
+    /// One bit per address-hash bucket ([`may_have_state`]), set for every source given
+    /// state and rebuilt from the map at each sweep: a clear bit proves that a source has
+    /// no state, so the successes of ordinary clients (most records) skip the map lookup.
+    /// A bit left set by an eviction only costs a lookup. 8 KiB, fixed.
+    stateful: Box<[u64]>,
     pending: Vec<IpAddr>,
     filter: Option<HostFilter>,
     llr_fail: f64,
@@ -197,6 +212,7 @@ impl ScanDetector {
         Self {
             config: config.clone(),
             sources: BoundedMap::new(config.max_keys_per_detector),
+            stateful: vec![0; STATEFUL_WORDS].into_boxed_slice(),
             pending: Vec::new(),
             filter: None,
             llr_fail: ((1.0 - theta1) / (1.0 - theta0)).ln(),
@@ -236,7 +252,13 @@ impl ScanDetector {
         &self.config.scan
     }
 
-    fn classify(r: &FlowRecord) -> Option<(IpAddr, IpAddr, u16, Outcome)> {
+    /// What `r` says, and about whom: `(reversed, outcome)`, where the source is
+    /// `dst_addr` and the target `src_addr` when `reversed` (an ICMP unreachable sent back
+    /// to the prober), else the other way round. The targeted port is `dst_port` for TCP
+    /// and UDP, 0 for ICMP. Only two bytes come back, so the addresses are read where they
+    /// are needed.
+    #[inline]
+    fn classify(r: &FlowRecord) -> Option<(bool, Outcome)> {
         match r.protocol {
             6 => {
                 let f = r.tcp_flags;
@@ -244,9 +266,9 @@ impl ScanDetector {
                 let ack = f & 0x10 != 0;
                 let bare_rst = f & 0x04 != 0 && f.trailing_zeros() >= 2;
                 if f & 0x12 == 0x02 || (!ack && tiny && !bare_rst) {
-                    Some((r.src_addr, r.dst_addr, r.dst_port, Outcome::Failed))
+                    Some((false, Outcome::Failed))
                 } else if ack {
-                    Some((r.src_addr, r.dst_addr, r.dst_port, Outcome::Success))
+                    Some((false, Outcome::Success))
                 } else {
                     None
                 }
@@ -261,32 +283,45 @@ impl ScanDetector {
                     && !response
                     && r.dst_port < 32_768
                     && !common::is_group_or_unspecified(r.dst_addr))
-                .then_some((r.src_addr, r.dst_addr, r.dst_port, Outcome::Probe))
+                .then_some((false, Outcome::Probe))
             }
-            1 | 58 if is_unreachable(r) => Some((r.dst_addr, r.src_addr, 0, Outcome::Failed)),
+            1 | 58 if is_unreachable(r) => Some((true, Outcome::Failed)),
             1 | 58 => {
                 let echo = if r.protocol == 1 { 8 } else { 128 };
                 (r.icmp_type_code >> 8 == echo && !common::is_group_or_unspecified(r.dst_addr))
-                    .then_some((r.src_addr, r.dst_addr, 0, Outcome::Probe))
+                    .then_some((false, Outcome::Probe))
             }
             _ => None,
         }
     }
 
-    /// Counts of kept attempts on `port` and to `dst`, within the fast and slow windows
-    /// ending at `now_s`.
-    fn window_counts(src: &Source, now_s: u32, fast_s: u32, port: u16, dst: IpAddr) -> [u32; 4] {
+    /// Counts of kept attempts on `port` (when `horizontal`) and to `dst` (when
+    /// `vertical`), within the fast and slow windows ending at `now_s`; zero for a test
+    /// not asked for (one already crossed, whose counts nothing reads).
+    fn window_counts(
+        src: &Source,
+        now_s: u32,
+        fast_s: u32,
+        (port, horizontal): (u16, bool),
+        (dst, vertical): (IpAddr, bool),
+    ) -> [u32; 4] {
         let fast_from = now_s.saturating_sub(fast_s);
         let mut c = [0u32; 4];
-        for a in &src.attempts {
-            let fast = a.t_s >= fast_from;
-            if a.port == port {
-                c[0] += u32::from(fast);
-                c[1] += 1;
+        if horizontal {
+            for a in &src.attempts {
+                if a.port == port {
+                    c[0] += u32::from(a.t_s >= fast_from);
+                    c[1] += 1;
+                }
             }
-            if a.dst == dst {
-                c[2] += u32::from(fast);
-                c[3] += 1;
+        }
+        if vertical {
+            let dst_tag = tag(addr_hash(dst));
+            for a in &src.attempts {
+                if a.dst_tag == dst_tag && a.dst == dst {
+                    c[2] += u32::from(a.t_s >= fast_from);
+                    c[3] += 1;
+                }
             }
         }
         c
@@ -328,11 +363,14 @@ impl ScanDetector {
         if created {
             // A new source is marked recently used, as an existing one is by the lookup.
             src = self.sources.get_mut(&key).expect("inserted above");
+            let (word, bit) = may_have_state(key);
+            self.stateful[word] |= bit;
         }
         if src.last_ms != 0 && now_ms > src.last_ms + slow_ms {
             // Silence for a whole slow window: a new episode.
             *src = Source::default();
         }
+        src.rescore = true;
         if src.first_ms == 0 {
             src.first_ms = now_ms;
         }
@@ -341,30 +379,36 @@ impl ScanDetector {
         src.max_interval = src.max_interval.max(r.sampling_interval);
         src.probes += 1;
         let dst_hash = addr_hash(dst);
+        let dst_tag = tag(dst_hash);
         src.dsts.insert_hash(dst_hash);
         src.ports.insert_hash(mix64(u64::from(port) | 0x1_0000));
         if let Some(a) = src
             .attempts
             .iter_mut()
-            .find(|a| a.dst == dst && a.port == port)
+            .find(|a| a.dst_tag == dst_tag && a.port == port && a.dst == dst)
         {
             a.t_s = a.t_s.max(now_s);
         } else {
             if src.attempts.len() >= EXACT_ATTEMPTS {
+                // Attempts older than the slow window go; if none is, the oldest one (the
+                // first of equally old ones). One pass finds both: there is an attempt to
+                // drop exactly when the oldest is older than the window.
                 let from = now_s.saturating_sub(slow_s);
-                src.attempts.retain(|a| a.t_s >= from);
-                if src.attempts.len() >= EXACT_ATTEMPTS {
-                    let oldest = src
-                        .attempts
-                        .iter()
-                        .enumerate()
-                        .min_by_key(|(_, a)| a.t_s)
-                        .map_or(0, |(i, _)| i);
+                let (mut oldest, mut oldest_s) = (0, src.attempts[0].t_s);
+                for (i, a) in src.attempts.iter().enumerate().skip(1) {
+                    if a.t_s < oldest_s {
+                        (oldest, oldest_s) = (i, a.t_s);
+                    }
+                }
+                if oldest_s < from {
+                    src.attempts.retain(|a| a.t_s >= from);
+                } else {
                     src.attempts.swap_remove(oldest);
                 }
             }
             src.attempts.push(Attempt {
                 dst,
+                dst_tag,
                 port,
                 t_s: now_s,
             });
@@ -382,10 +426,16 @@ impl ScanDetector {
                 src.llr = (f64::from(src.llr).clamp(llr_lower, llr_upper + 20.0)) as f32;
             }
         }
-        let c = Self::window_counts(src, now_s, fast_s, port, dst);
+        let crossed = src.crossed;
+        let c = Self::window_counts(
+            src,
+            now_s,
+            fast_s,
+            (port, !crossed[HORIZONTAL]),
+            (dst, !crossed[VERTICAL]),
+        );
         let interval = src.max_interval;
         let (h_fast, h_slow, v_fast, v_slow) = (c[0], c[1], c[2], c[3]);
-        let crossed = src.crossed;
         let h_fast_hit = estimate(h_fast, interval, min_distinct) >= h_need;
         let v_fast_hit = estimate(v_fast, interval, min_distinct) >= v_need;
         let h_hit = !crossed[HORIZONTAL]
@@ -410,7 +460,10 @@ impl ScanDetector {
         }
     }
 
-    #[inline]
+    /// A success of source `key` whose bit in [`ScanDetector::stateful`] is set. Out of
+    /// line, like [`Self::record_attempt`], so that `observe` stays small for the records
+    /// that stop at the filter.
+    #[inline(never)]
     fn record_success(&mut self, key: IpAddr, dst: IpAddr, now_ms: u64) {
         if let Some(src) = self.sources.get_mut(&key) {
             src.success(dst, now_ms, self.llr_success, self.llr_lower);
@@ -631,7 +684,9 @@ impl ScanDetector {
             if over {
                 ended.push(*k);
             }
-            if s.emitted.iter().any(|&e| e > 0.0) {
+            // A source whose state did not change since the last sweep scores as it
+            // did then, and nothing it emitted can escalate.
+            if s.rescore && s.emitted.iter().any(|&e| e > 0.0) {
                 keys.push(*k);
             }
         }
@@ -655,10 +710,18 @@ impl ScanDetector {
             }
             if let Some(src) = self.sources.get_mut(&key) {
                 src.emitted = emitted;
+                src.rescore = false;
             }
         }
-        for k in ended {
-            self.sources.remove(&k);
+        if !ended.is_empty() {
+            for k in ended {
+                self.sources.remove(&k);
+            }
+            self.stateful.fill(0);
+            for (k, _) in self.sources.iter() {
+                let (word, bit) = may_have_state(*k);
+                self.stateful[word] |= bit;
+            }
         }
     }
 }
@@ -675,6 +738,31 @@ fn estimate(observed: u32, interval: u32, sampled_min_distinct: usize) -> f64 {
     } else {
         f64::from(observed)
     }
+}
+
+/// The word and bit of [`ScanDetector::stateful`] for source `key`: Fibonacci hashing
+/// (Knuth, TAOCP vol. 3, 6.4) of the address bits, one multiply, which spreads the
+/// consecutive addresses of a subnet over the table.
+#[inline]
+fn may_have_state(key: IpAddr) -> (usize, u64) {
+    let bits = match key {
+        IpAddr::V4(a) => u64::from(a.to_bits()),
+        IpAddr::V6(a) => {
+            let b = a.to_bits();
+            #[expect(clippy::cast_possible_truncation, reason = "folding the halves")]
+            let folded = (b >> 64) as u64 ^ b as u64;
+            folded
+        }
+    };
+    let h = bits.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - STATEFUL_BITS);
+    let h = h as usize;
+    (h >> 6, 1 << (h & 63))
+}
+
+/// [`Attempt::dst_tag`] of an address hash.
+#[inline]
+fn tag(dst_hash: u64) -> u32 {
+    dst_hash as u32
 }
 
 /// ICMP destination unreachable (ICMP type 3, ICMPv6 type 1).
@@ -694,17 +782,32 @@ impl Detector for ScanDetector {
             self.late += 1;
             return;
         }
-        let Some((key, dst, port, outcome)) = Self::classify(record) else {
+        let Some((reversed, outcome)) = Self::classify(record) else {
             return;
+        };
+        let (key, dst) = if reversed {
+            (record.dst_addr, record.src_addr)
+        } else {
+            (record.src_addr, record.dst_addr)
         };
         if self.filter.as_ref().is_some_and(|f| !f(key)) {
             return;
         }
         // A success only moves the walk of a source that already has state (one lookup,
-        // in `record_success`).
+        // in `record_success`, when the filter does not rule it out).
         match outcome {
-            Outcome::Success => self.record_success(key, dst, now_ms),
+            Outcome::Success => {
+                let (word, bit) = may_have_state(key);
+                if self.stateful[word] & bit != 0 {
+                    self.record_success(key, dst, now_ms);
+                }
+            }
             Outcome::Failed | Outcome::Probe => {
+                let port = if matches!(record.protocol, 6 | 17) {
+                    record.dst_port
+                } else {
+                    0
+                };
                 self.record_attempt(key, dst, port, outcome, record);
             }
         }
