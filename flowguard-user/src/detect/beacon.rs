@@ -73,13 +73,12 @@ use std::{
 };
 
 use super::{
-    Category, Detector, Entities, Finding,
+    Category, Detector, Entities, Finding, Sides,
     common::{self, HostFilter, Prevalence, SAMPLED_CONFIDENCE, num},
     config::DetectConfig,
     lru::BoundedMap,
     sketch, stats,
 };
-use ipnet::IpNet;
 
 use crate::decode::FlowRecord;
 
@@ -214,9 +213,6 @@ pub struct BeaconDetector {
     config: DetectConfig,
     series: BoundedMap<SeriesKey, Series>,
     home: sketch::HomeNets,
-    /// [`HomeNets`](sketch::HomeNets) by the first 16 bits of a v4 address: most
-    /// addresses are decided by this one load instead of a test per network. 64 KiB.
-    home_prefixes: Box<[HomePrefix; 1 << 16]>,
     /// `skip_tcp_ports` and `skip_udp_ports` as bit sets of the 65,536 ports (8 KiB each),
     /// tested on every record.
     skip_ports: Box<[[u64; 1024]; 2]>,
@@ -243,7 +239,6 @@ impl BeaconDetector {
             config: config.clone(),
             series: BoundedMap::new(cap),
             home: sketch::HomeNets::new(&config.home_nets),
-            home_prefixes: home_prefixes(&config.home_nets),
             skip_ports: {
                 let mut sets: Box<[[u64; 1024]; 2]> = vec![[0u64; 1024]; 2]
                     .into_boxed_slice()
@@ -313,10 +308,10 @@ impl BeaconDetector {
     /// with an internal source can only be eligible as it stands (a reply needs an
     /// external source), and an external source is never eligible itself.
     #[inline]
-    fn admit(&self, r: &FlowRecord) -> Option<bool> {
-        if self.is_home(r.src_addr) {
+    fn admit(&self, r: &FlowRecord, src_home: bool, dst_home: bool) -> Option<bool> {
+        if src_home {
             let eligible = !is_group_or_unspecified(r.dst_addr)
-                && (self.config.beacon.include_internal_dst || !self.is_home(r.dst_addr))
+                && (self.config.beacon.include_internal_dst || !dst_home)
                 && self.ports_eligible(r.protocol, r.src_port, r.dst_port);
             return eligible.then_some(false);
         }
@@ -327,25 +322,10 @@ impl BeaconDetector {
             && r.dst_port >= 1024
             && r.src_port < r.dst_port
             && (r.src_port < 1024 || r.dst_port >= 32_768)
-            && self.is_home(r.dst_addr)
+            && dst_home
             && !is_group_or_unspecified(r.src_addr)
             && self.ports_eligible(r.protocol, r.dst_port, r.src_port);
         reply.then_some(true)
-    }
-
-    /// Whether `addr` is in the home networks: `HomeNets::contains`, with the first 16
-    /// bits of a v4 address settling most cases.
-    #[inline]
-    fn is_home(&self, addr: IpAddr) -> bool {
-        let IpAddr::V4(a) = addr else {
-            return self.home.contains(addr);
-        };
-        let bits = a.to_bits();
-        match self.home_prefixes[(bits >> 16) as usize] {
-            HomePrefix::Outside => false,
-            HomePrefix::Inside => true,
-            HomePrefix::Check => self.home.contains_v4(bits),
-        }
     }
 
     /// The port part of eligibility: for TCP and UDP, not a server's response and not a
@@ -453,9 +433,6 @@ impl BeaconDetector {
             dst_port: record.src_port,
             ..*record
         };
-        if self.filter.as_ref().is_some_and(|f| !f(flipped.src_addr)) {
-            return;
-        }
         self.record(&flipped, true, end);
     }
 
@@ -1099,44 +1076,6 @@ impl BitString {
     }
 }
 
-/// What the first 16 bits of a v4 address say about its membership of the home
-/// networks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum HomePrefix {
-    /// No network holds an address with these first 16 bits.
-    Outside,
-    /// A network of prefix length 16 or less holds every address with these bits.
-    Inside,
-    /// Longer networks start with these bits: test them.
-    Check,
-}
-
-/// [`HomePrefix`] of every 16-bit prefix for the v4 networks of `nets` (a network only
-/// holds addresses of its own family, as in `HomeNets`).
-fn home_prefixes(nets: &[IpNet]) -> Box<[HomePrefix; 1 << 16]> {
-    let mut table: Box<[HomePrefix; 1 << 16]> = vec![HomePrefix::Outside; 1 << 16]
-        .into_boxed_slice()
-        .try_into()
-        .unwrap_or_else(|_| unreachable!("2^16 entries"));
-    for net in nets {
-        let IpNet::V4(net) = net else {
-            continue;
-        };
-        let (network, mask) = (net.network().to_bits(), net.netmask().to_bits());
-        for (prefix, entry) in (0u32..).zip(table.iter_mut()) {
-            let block = prefix << 16;
-            if mask.trailing_zeros() >= 16 {
-                if block & mask == network {
-                    *entry = HomePrefix::Inside;
-                }
-            } else if network >> 16 == prefix && *entry == HomePrefix::Outside {
-                *entry = HomePrefix::Check;
-            }
-        }
-    }
-    table
-}
-
 /// `common::is_group_or_unspecified`, with the v4 case (almost every record) inline.
 #[inline]
 fn is_group_or_unspecified(addr: IpAddr) -> bool {
@@ -1303,15 +1242,37 @@ impl Detector for BeaconDetector {
             self.late += 1;
             return;
         }
-        match self.admit(record) {
+        let (src_home, dst_home) = (
+            self.home.contains(record.src_addr),
+            self.home.contains(record.dst_addr),
+        );
+        match self.admit(record, src_home, dst_home) {
             Some(false) => {
                 if self.filter.as_ref().is_some_and(|f| !f(record.src_addr)) {
                     return;
                 }
                 self.record(record, false, end);
             }
-            Some(true) => self.observe_reply(record, end),
+            Some(true) => {
+                if self.filter.as_ref().is_some_and(|f| !f(record.dst_addr)) {
+                    return;
+                }
+                self.observe_reply(record, end);
+            }
             None => {}
+        }
+    }
+
+    fn observe_routed(&mut self, record: &FlowRecord, sides: Sides) {
+        let end = common::event_ms(record);
+        if end + self.config.allowed_lateness_ms < self.watermark_ms {
+            self.late += 1;
+            return;
+        }
+        match self.admit(record, sides.src_internal, sides.dst_internal) {
+            Some(false) if sides.src_owned => self.record(record, false, end),
+            Some(true) if sides.dst_owned => self.observe_reply(record, end),
+            _ => {}
         }
     }
 
