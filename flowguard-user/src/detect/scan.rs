@@ -72,7 +72,7 @@
 use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
 
 use super::{
-    Category, Detector, Entities, Finding,
+    Category, Detector, Entities, Finding, Sides,
     common::{self, HostFilter, SAMPLED_CONFIDENCE, num},
     config::{DetectConfig, ScanConfig},
     lru::BoundedMap,
@@ -771,12 +771,11 @@ fn is_unreachable(r: &FlowRecord) -> bool {
     (r.protocol == 1 && ty == 3) || (r.protocol == 58 && ty == 1)
 }
 
-impl Detector for ScanDetector {
-    fn name(&self) -> &'static str {
-        "scan"
-    }
-
-    fn observe(&mut self, record: &FlowRecord) {
+impl ScanDetector {
+    /// Takes a record if `owned(key host, reversed)` says this shard keeps the key
+    /// host's state.
+    #[inline]
+    fn observe_if(&mut self, record: &FlowRecord, owned: impl Fn(IpAddr, bool) -> bool) {
         let now_ms = common::event_ms(record);
         if now_ms + self.config.allowed_lateness_ms < self.watermark_ms {
             self.late += 1;
@@ -790,7 +789,7 @@ impl Detector for ScanDetector {
         } else {
             (record.src_addr, record.dst_addr)
         };
-        if self.filter.as_ref().is_some_and(|f| !f(key)) {
+        if !owned(key, reversed) {
             return;
         }
         // A success only moves the walk of a source that already has state (one lookup,
@@ -811,6 +810,28 @@ impl Detector for ScanDetector {
                 self.record_attempt(key, dst, port, outcome, record);
             }
         }
+    }
+}
+
+impl Detector for ScanDetector {
+    fn name(&self) -> &'static str {
+        "scan"
+    }
+
+    fn observe(&mut self, record: &FlowRecord) {
+        let filter = self.filter.take();
+        self.observe_if(record, |key, _| filter.as_ref().is_none_or(|f| f(key)));
+        self.filter = filter;
+    }
+
+    fn observe_routed(&mut self, record: &FlowRecord, sides: Sides) {
+        self.observe_if(record, |_, reversed| {
+            if reversed {
+                sides.dst_owned
+            } else {
+                sides.src_owned
+            }
+        });
     }
 
     fn advance(&mut self, watermark_ms: u64, out: &mut Vec<Finding>) {

@@ -1297,3 +1297,67 @@ fn a_three_hour_nightly_job_is_learned_for_bulk_and_slow() {
         "{findings:#?}"
     );
 }
+
+/// A detector that ignores what routing tells it ([`super::Sides`]) and checks home
+/// networks and shard ownership itself, as on its own.
+struct SelfChecking(Box<dyn Detector + Send>);
+
+impl Detector for SelfChecking {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn observe(&mut self, record: &FlowRecord) {
+        self.0.observe(record);
+    }
+    fn advance(&mut self, watermark_ms: u64, out: &mut Vec<Finding>) {
+        self.0.advance(watermark_ms, out);
+    }
+    fn finish(&mut self, out: &mut Vec<Finding>) {
+        self.0.finish(out);
+    }
+    fn state_bytes(&self) -> usize {
+        self.0.state_bytes()
+    }
+    fn evictions(&self) -> u64 {
+        self.0.evictions()
+    }
+}
+
+fn self_checking(config: &DetectConfig, shard: super::ShardId) -> Vec<Box<dyn Detector + Send>> {
+    super::standard_detectors(config, shard)
+        .into_iter()
+        .map(|d| Box::new(SelfChecking(d)) as Box<dyn Detector + Send>)
+        .collect()
+}
+
+#[test]
+fn routed_sides_give_the_same_findings_as_detectors_checking_for_themselves() {
+    for sampling in [1, 10] {
+        let scenario = crate::scenario::generate(&crate::scenario::ScenarioConfig {
+            hours: 2.0,
+            sampling,
+            ..crate::scenario::ScenarioConfig::default()
+        });
+        let config = scenario.detect_config();
+        for shards in [1, 3] {
+            let findings = |factory: engine::DetectorFactory| {
+                let mut e = engine::DetectEngine::new(&config, shards, factory);
+                for r in &scenario.records {
+                    e.observe(r);
+                }
+                e.finish().0
+            };
+            let routed = findings(super::standard_detectors);
+            assert!(
+                routed.len() >= 5,
+                "1:{sampling}, {shards} shards: only {} findings",
+                routed.len()
+            );
+            assert_eq!(
+                routed,
+                findings(self_checking),
+                "1:{sampling}, {shards} shards"
+            );
+        }
+    }
+}
