@@ -457,6 +457,8 @@ struct Params {
     z_threshold: f64,
     floors: [f64; 3],
     ceilings: [f64; 3],
+    /// Whether any static ceiling is set.
+    any_ceiling: bool,
     /// `floors` × `factor`: a window below these on every metric (and below any
     /// ceiling) cannot be anomalous.
     possible: [f64; 3],
@@ -482,6 +484,9 @@ impl Params {
             z_threshold: cfg.z_threshold,
             floors,
             ceilings: [cfg.ceiling_bps, cfg.ceiling_pps, cfg.ceiling_flows_per_sec],
+            any_ceiling: [cfg.ceiling_bps, cfg.ceiling_pps, cfg.ceiling_flows_per_sec]
+                .iter()
+                .any(|&c| c > 0.0),
             possible: floors.map(|f| f * cfg.factor),
             warm_closed: 2.0 * cfg.warmup_buckets as f64,
             // The run length is hidden from the optimizer so that the tables hold what
@@ -728,8 +733,7 @@ impl VolumeDetector {
                 let window: [f64; 3] =
                     std::array::from_fn(|m| f64::from(cur[m] + prev[m]) / window_s);
                 let end_ms = (t + 1) * slot_ms;
-                let (hit, baseline) = judge(s, key, window, end_ms, params);
-                if let Some(hit) = hit {
+                if let Some((hit, baseline)) = judge(s, key, window, end_ms, params) {
                     raise(s, hit, window, baseline, end_ms, slot_ms);
                     raised = true;
                 }
@@ -1029,6 +1033,7 @@ fn next_due(s: &Series) -> Option<u64> {
 
 /// Closes `n` empty slots from the head at once: the baselines take `n` zero windows in
 /// closed form, the same as judging them one by one (none can be anomalous).
+#[inline]
 fn skip_empty(s: &mut Series, n: u64, params: &Params) {
     if let Some(f) = params.decay(n) {
         for m in 0..3 {
@@ -1101,8 +1106,7 @@ fn close_until(s: &mut Series, key: VKey, new_head: u64, params: &Params) -> boo
         s.last_closed = slot;
         s.closed = s.closed.saturating_add(1);
         let end_ms = (slot + 1) * slot_ms;
-        let (hit, baseline) = judge(s, key, window, end_ms, params);
-        if let Some(hit) = hit {
+        if let Some((hit, baseline)) = judge(s, key, window, end_ms, params) {
             raise(s, hit, window, baseline, end_ms, slot_ms);
             emits = true;
         } else {
@@ -1137,9 +1141,12 @@ fn is_zero(cell: &[f32; 3]) -> bool {
     cell.iter().all(|&v| v == 0.0)
 }
 
+/// An anomalous window: the metric with the largest ratio among the anomalous ones (or
+/// above a victim's static ceiling), that ratio, and whether only the ceiling made it.
+type Hit = (usize, f64, bool);
+
 /// Judges one `bucket_ms` window of `s` ending at `end_ms` against its baselines (which it
-/// does not update): the metric with the largest ratio among the anomalous ones (or above
-/// a victim's static ceiling), with whether only the ceiling made it, and the baselines.
+/// does not update): the [`Hit`] and the baselines, if it is anomalous.
 #[inline]
 fn judge(
     s: &Series,
@@ -1147,18 +1154,19 @@ fn judge(
     window: [f64; 3],
     end_ms: u64,
     params: &Params,
-) -> (Option<(usize, f64, bool)>, [f64; 3]) {
+) -> Option<(Hit, [f64; 3])> {
     let victim = key.is_victim();
     // The baseline is at least the floor, so a window below `factor` × the floor on every
     // metric (and below any ceiling) cannot be anomalous: most windows stop here.
-    let possible = (0..3).any(|m| {
-        window[m] >= params.possible[m]
-            || (victim && params.ceilings[m] > 0.0 && window[m] >= params.ceilings[m])
-    });
+    let possible = (0..3).any(|m| window[m] >= params.possible[m])
+        || (victim
+            && params.any_ceiling
+            && (0..3).any(|m| params.ceilings[m] > 0.0 && window[m] >= params.ceilings[m]));
     if !possible {
-        return (None, [0.0; 3]);
+        return None;
     }
-    judge_possible(s, victim, window, end_ms, params)
+    let (hit, baseline) = judge_possible(s, victim, window, end_ms, params);
+    Some((hit?, baseline))
 }
 
 /// [`judge`] for a window that may be anomalous.
@@ -1169,13 +1177,13 @@ fn judge_possible(
     window: [f64; 3],
     end_ms: u64,
     params: &Params,
-) -> (Option<(usize, f64, bool)>, [f64; 3]) {
+) -> (Option<Hit>, [f64; 3]) {
     let (floors, ceilings) = (&params.floors, &params.ceilings);
     let warm = f64::from(s.closed) >= params.warm_closed;
     let hw_forecast =
         s.hw.as_ref()
             .and_then(|hw| hw_ready(hw, end_ms).then(|| hw_predict(hw, end_ms)));
-    let mut hit = None::<(usize, f64, bool)>;
+    let mut hit = None::<Hit>;
     let mut baseline = [0.0; 3];
     for m in 0..3 {
         let x = window[m];
@@ -1200,9 +1208,10 @@ fn judge_possible(
 
 /// Opens `s`'s alert on an anomalous window ending at `end_ms`, or extends it (a late
 /// window may lie before the alert's first one), and marks it for emitting.
+#[cold]
 fn raise(
     s: &mut Series,
-    (metric, ratio, ceiling): (usize, f64, bool),
+    (metric, ratio, ceiling): Hit,
     window: [f64; 3],
     baseline: [f64; 3],
     end_ms: u64,
