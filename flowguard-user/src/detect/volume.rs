@@ -615,19 +615,26 @@ impl VolumeDetector {
         };
         let (take_dst, take_src) = (take(dst), take(src));
         if take_dst {
-            self.add(VKey::victim(dst), Some(src), &share);
+            self.add_host(VKey::victim(dst), src, &share);
         }
         if take_src {
-            self.add(VKey::source(src), Some(dst), &share);
+            self.add_host(VKey::source(src), dst, &share);
         }
-        self.add(VKey::TOTAL_KEY, None, &share);
+        self.add::<true>(VKey::TOTAL_KEY, None, &share);
         self.compact_due();
     }
 
+    /// [`add`](Self::add) for a victim or source series, `peer` being the counterparty.
+    #[inline(never)]
+    fn add_host(&mut self, key: VKey, peer: IpAddr, share: &Share) {
+        self.add::<false>(key, Some(peer), share);
+    }
+
     /// Adds a record's share to `key`'s slots: to the ring where they are still open, to
-    /// the series' late slots where they have closed already.
+    /// the series' late slots where they have closed already. `TOTAL` says whether `key`
+    /// is the total's, so that its path (no lookup, no peer) is compiled apart.
     #[inline]
-    fn add(&mut self, key: VKey, peer: Option<IpAddr>, share: &Share) {
+    fn add<const TOTAL: bool>(&mut self, key: VKey, peer: Option<IpAddr>, share: &Share) {
         let Share {
             first_slot,
             last_slot,
@@ -637,7 +644,7 @@ impl VolumeDetector {
         } = *share;
         let params = &*self.params;
         // Borrows the map and the parameters apart (not through `series_get_mut`).
-        let s = if key.is_total() {
+        let s = if TOTAL {
             &mut self.total
         } else {
             self.series.get_or_insert_with(key, Series::default)
@@ -1049,12 +1056,24 @@ fn skip_empty(s: &mut Series, n: u64, params: &Params) {
 
 /// Closes `s`'s slots before `new_head`, evaluating each; returns whether an alert needs
 /// emitting.
+#[inline]
 fn close_until(s: &mut Series, key: VKey, new_head: u64, params: &Params) -> bool {
-    let mut emits = false;
+    if new_head == s.head + 1 {
+        // The usual step: one slot, judged on its own (the loop below folds runs of two
+        // empty slots or more only).
+        return close_slot(s, key, params);
+    }
+    close_slots(s, key, new_head, params)
+}
+
+/// [`close_until`] for more than one slot.
+#[inline(never)]
+fn close_slots(s: &mut Series, key: VKey, new_head: u64, params: &Params) -> bool {
     // Skip over a long idle stretch in closed form.
     if s.head + RING as u64 <= new_head && !s.has_data() {
         let idle = new_head - s.head;
         skip_empty(s, idle, params);
+        let mut emits = false;
         if let Some(a) = s.alert.as_mut() {
             a.quiet += u32::try_from(idle).unwrap_or(u32::MAX);
             if a.quiet >= QUIET_WINDOWS_TO_CLOSE {
@@ -1070,7 +1089,7 @@ fn close_until(s: &mut Series, key: VKey, new_head: u64, params: &Params) -> boo
         s.prev = [0.0; 3];
         return emits;
     }
-    let (slot_ms, window_s, alpha) = (params.slot_ms, params.window_s, params.alpha);
+    let mut emits = false;
     while s.head < new_head {
         // A run of empty windows with no alert to count quiet slots for (and no seasonal
         // model to step): fold it in closed form, as the idle skip above does.
@@ -1088,50 +1107,57 @@ fn close_until(s: &mut Series, key: VKey, new_head: u64, params: &Params) -> boo
                 continue;
             }
         }
-        let idx = (s.head % RING as u64) as usize;
-        let cur = s.ring[idx];
-        s.ring[idx] = [0.0; 3];
-        s.occupied &= !(1 << idx);
-        // Forget old counterparties slowly (half-life ≈ 70 slots).
-        s.top_weight *= 0.99;
-        s.total_weight *= 0.99;
-        let slot = s.head;
-        s.head += 1;
-        let window = [
-            f64::from(cur[0] + s.prev[0]) / window_s,
-            f64::from(cur[1] + s.prev[1]) / window_s,
-            f64::from(cur[2] + s.prev[2]) / window_s,
-        ];
-        s.prev = cur;
-        s.last_closed = slot;
-        s.closed = s.closed.saturating_add(1);
-        let end_ms = (slot + 1) * slot_ms;
-        if let Some((hit, baseline)) = judge(s, key, window, end_ms, params) {
-            raise(s, hit, window, baseline, end_ms, slot_ms);
-            emits = true;
-        } else {
-            for m in 0..3 {
-                s.base[m].update(window[m], alpha);
-            }
-            if let Some(hw) = s.hw.as_mut() {
-                hw_update(hw, end_ms, window, alpha);
-            }
-            if let Some(a) = s.alert.as_mut() {
-                a.quiet += 1;
-                if a.quiet >= QUIET_WINDOWS_TO_CLOSE && !a.closing {
-                    if a.closes_with_report() {
-                        // A last update with the whole episode's peak and duration.
-                        a.needs_emit = true;
-                        a.closing = true;
-                        emits = true;
-                    } else {
-                        s.alert = None;
-                    }
-                }
-            }
-        }
+        emits |= close_slot(s, key, params);
     }
     emits
+}
+
+/// Closes `s`'s head slot and judges the window it ends; returns whether an alert needs
+/// emitting.
+#[inline]
+fn close_slot(s: &mut Series, key: VKey, params: &Params) -> bool {
+    let (slot_ms, window_s, alpha) = (params.slot_ms, params.window_s, params.alpha);
+    let idx = (s.head % RING as u64) as usize;
+    let cur = s.ring[idx];
+    s.ring[idx] = [0.0; 3];
+    s.occupied &= !(1 << idx);
+    // Forget old counterparties slowly (half-life ≈ 70 slots).
+    s.top_weight *= 0.99;
+    s.total_weight *= 0.99;
+    let slot = s.head;
+    s.head += 1;
+    let window = [
+        f64::from(cur[0] + s.prev[0]) / window_s,
+        f64::from(cur[1] + s.prev[1]) / window_s,
+        f64::from(cur[2] + s.prev[2]) / window_s,
+    ];
+    s.prev = cur;
+    s.last_closed = slot;
+    s.closed = s.closed.saturating_add(1);
+    let end_ms = (slot + 1) * slot_ms;
+    if let Some((hit, baseline)) = judge(s, key, window, end_ms, params) {
+        raise(s, hit, window, baseline, end_ms, slot_ms);
+        return true;
+    }
+    for m in 0..3 {
+        s.base[m].update(window[m], alpha);
+    }
+    if let Some(hw) = s.hw.as_mut() {
+        hw_update(hw, end_ms, window, alpha);
+    }
+    if let Some(a) = s.alert.as_mut() {
+        a.quiet += 1;
+        if a.quiet >= QUIET_WINDOWS_TO_CLOSE && !a.closing {
+            if a.closes_with_report() {
+                // A last update with the whole episode's peak and duration.
+                a.needs_emit = true;
+                a.closing = true;
+                return true;
+            }
+            s.alert = None;
+        }
+    }
+    false
 }
 
 /// Whether a slot (or `prev`) holds nothing: slots are reset to exact zeros, so exact
