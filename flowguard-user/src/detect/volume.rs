@@ -41,8 +41,9 @@
 //! not reported separately. Flows per second on sampled exports are lower bounds (a
 //! one-packet flow is seen with probability 1/N); bits and packets are scaled.
 //!
-//! Byte cost per series: ≈ 380 bytes (16-slot ring of three f32, baselines, slot and
-//! index); an open alert adds ≈ 400 bytes, the total's Holt-Winters state 600 bytes.
+//! Byte cost per series: ≈ 390 bytes (16-slot ring of three f32 and its occupancy bits,
+//! baselines, slot and index); an open alert adds ≈ 400 bytes, the total's Holt-Winters
+//! state 600 bytes.
 
 #![allow(
     clippy::doc_markdown,
@@ -64,7 +65,11 @@
     reason = "statistics over counts, times and bytes: f64/f32 precision is ample and every narrowing cast is of a clamped or rounded value"
 )]
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{
+    collections::BTreeMap,
+    hash::{Hash, Hasher},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use super::{
     Category, Detector, Entities, Finding,
@@ -87,12 +92,122 @@ const LATE_SLOTS: usize = 4 * RING;
 /// on their own at the next watermark step.
 type Late = BTreeMap<u64, [f32; 3]>;
 
-/// Which series.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum VKey {
-    Victim(IpAddr),
-    Source(IpAddr),
+/// Which series: a victim's, a source's or the total.
+///
+/// Packed into two words and a tag rather than an enum around `IpAddr`, so that the map
+/// hashes two words instead of two discriminants, a length prefix and the bytes, and
+/// compares three integers. The derived order (tag, then the address as a big-endian
+/// number) is the order of `(role, IpAddr)`: victims before sources before the total,
+/// IPv4 before IPv6, addresses by their octets. [`VolumeDetector::emit`] reports in it.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct VKey {
+    /// [`VKey::VICTIM`], [`VKey::SOURCE`] or [`VKey::TOTAL`], plus [`VKey::V6`] for an
+    /// IPv6 address.
+    tag: u8,
+    /// The high 64 bits of an IPv6 address; 0 for IPv4.
+    hi: u64,
+    /// The low 64 bits of an IPv6 address, or the IPv4 address.
+    lo: u64,
+}
+
+/// Which family of series a [`VKey`] names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Victim,
+    Source,
     Total,
+}
+
+impl VKey {
+    const VICTIM: u8 = 0;
+    const SOURCE: u8 = 2;
+    const TOTAL: u8 = 4;
+    const V6: u8 = 1;
+    const TOTAL_KEY: Self = Self {
+        tag: Self::TOTAL,
+        hi: 0,
+        lo: 0,
+    };
+
+    #[inline]
+    fn host(role: u8, addr: IpAddr) -> Self {
+        match addr {
+            IpAddr::V4(a) => Self {
+                tag: role,
+                hi: 0,
+                lo: u64::from(a.to_bits()),
+            },
+            IpAddr::V6(a) => {
+                let bits = a.to_bits();
+                Self {
+                    tag: role | Self::V6,
+                    hi: (bits >> 64) as u64,
+                    lo: bits as u64,
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn victim(addr: IpAddr) -> Self {
+        Self::host(Self::VICTIM, addr)
+    }
+
+    #[inline]
+    fn source(addr: IpAddr) -> Self {
+        Self::host(Self::SOURCE, addr)
+    }
+
+    #[inline]
+    fn role(self) -> Role {
+        match self.tag & !Self::V6 {
+            Self::VICTIM => Role::Victim,
+            Self::SOURCE => Role::Source,
+            _ => Role::Total,
+        }
+    }
+
+    #[inline]
+    fn is_total(self) -> bool {
+        self.tag == Self::TOTAL
+    }
+
+    #[inline]
+    fn is_victim(self) -> bool {
+        self.tag & !Self::V6 == Self::VICTIM
+    }
+
+    /// The host of a victim or source series.
+    fn addr(self) -> Option<IpAddr> {
+        match self.role() {
+            Role::Total => None,
+            _ if self.tag & Self::V6 != 0 => Some(IpAddr::V6(Ipv6Addr::from_bits(
+                (u128::from(self.hi) << 64) | u128::from(self.lo),
+            ))),
+            _ => Some(IpAddr::V4(Ipv4Addr::from_bits(self.lo as u32))),
+        }
+    }
+}
+
+impl Hash for VKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // The tag goes into the top byte of the high word, which IPv4 leaves empty and
+        // which carries IPv6's global routing prefix, so victim and source keys of one
+        // host hash apart.
+        state.write_u64(self.lo);
+        state.write_u64(self.hi ^ (u64::from(self.tag) << 56));
+    }
+}
+
+impl std::fmt::Debug for VKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.role(), self.addr()) {
+            (Role::Victim, Some(a)) => write!(f, "Victim({a})"),
+            (Role::Source, Some(a)) => write!(f, "Source({a})"),
+            _ => f.write_str("Total"),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -140,12 +255,19 @@ struct HoltWinters {
     steps: u64,
 }
 
+/// One bit per ring slot.
+type Occupancy = u16;
+const _: () = assert!(RING == Occupancy::BITS as usize);
+
 #[derive(Debug, Default)]
 struct Series {
     ring: [[f32; 3]; RING],
+    /// Bit `i` set when `ring[i]` holds data. Every share added is positive (a flow's
+    /// share of one flow at least), so a slot holds data exactly when it is not all
+    /// zeros; the mask answers "which slots hold data" without reading the ring.
+    occupied: Occupancy,
     head: u64,
     started: bool,
-    has_data: bool,
     prev: [f32; 3],
     base: [Ewma; 3],
     closed: u32,
@@ -164,9 +286,37 @@ struct Series {
     total_weight: f32,
 }
 
+impl Series {
+    /// Whether any open slot holds data.
+    #[inline]
+    fn has_data(&self) -> bool {
+        self.occupied != 0
+    }
+
+    /// How many slots from the head come before the first one holding data, if any does.
+    #[inline]
+    fn first_data_offset(&self) -> Option<u64> {
+        (self.occupied != 0).then(|| {
+            let rotated = self.occupied.rotate_right((self.head % RING as u64) as u32);
+            u64::from(rotated.trailing_zeros())
+        })
+    }
+
+    /// The ring cell of `slot` (which must be open), marked as holding data.
+    #[inline]
+    fn open_cell(&mut self, slot: u64) -> &mut [f32; 3] {
+        let idx = (slot % RING as u64) as usize;
+        self.occupied |= 1 << idx;
+        &mut self.ring[idx]
+    }
+}
+
 /// Slots of the due schedule the wheel holds directly (640 s at 5 s slots: more than
 /// the allowed lateness plus a ring, so nearly every entry lands in the wheel).
 const WHEEL: u64 = 128;
+/// Capacity a wheel slot keeps once taken (larger ones, from bursts, are freed): at most
+/// `WHEEL` × 64 entries held idle, 200 kB.
+const WHEEL_SLOT_KEEP: usize = 64;
 
 /// A timing wheel of series keys by the slot they are due at: O(1) to schedule, and
 /// taking what is due visits only the slots that passed. Entries beyond the wheel wait
@@ -214,16 +364,32 @@ impl DueWheel {
     /// Moves every entry due before `until` to `out`.
     fn take_until(&mut self, until: u64, out: &mut Vec<VKey>) {
         let before = out.len();
-        // Taken whole (not drained), so a burst's capacity is freed with it.
-        out.extend(std::mem::take(&mut self.now));
+        out.append(&mut self.now);
+        if self.now.capacity() > WHEEL_SLOT_KEEP {
+            self.now = Vec::new();
+        }
         if until > self.base {
             for slot in self.base..until.min(self.base + WHEEL) {
-                out.extend(std::mem::take(&mut self.slots[(slot % WHEEL) as usize]));
+                let keys = &mut self.slots[(slot % WHEEL) as usize];
+                if keys.capacity() > WHEEL_SLOT_KEEP {
+                    // A burst's capacity is freed with it.
+                    out.extend(std::mem::take(keys));
+                } else {
+                    // The usual few entries: the slot keeps its allocation for the next
+                    // turn of the wheel instead of growing a new one entry by entry.
+                    out.append(keys);
+                }
             }
             self.base = until;
             self.pull_far(out);
         }
         self.len -= out.len() - before;
+    }
+
+    /// Whether [`take_until`](Self::take_until) would take anything (or move the wheel).
+    #[inline]
+    fn any_before(&self, until: u64) -> bool {
+        until > self.base || !self.now.is_empty()
     }
 
     /// Moves `far` entries that now fall inside the wheel (or are due) into it.
@@ -264,9 +430,97 @@ impl DueWheel {
     }
 }
 
+/// A record's share of each slot it covers.
+#[derive(Clone, Copy, Debug)]
+struct Share {
+    first_slot: u64,
+    last_slot: u64,
+    /// Bits, packets and flows per slot.
+    add: [f32; 3],
+    /// Its weight as a counterparty (bytes + 1).
+    weight: f32,
+    sampled: bool,
+}
+
+/// Run lengths for which [`Params`] holds the closed-form factors ready.
+const RUNS: usize = 64;
+
+/// What closing and judging slots need of the configuration, worked out once.
+#[derive(Debug)]
+struct Params {
+    slot_ms: u64,
+    /// Seconds in a `bucket_ms` window (two slots).
+    window_s: f64,
+    /// The baselines' EWMA weight, 2 / (2·`warmup_buckets` + 1).
+    alpha: f64,
+    factor: f64,
+    z_threshold: f64,
+    floors: [f64; 3],
+    ceilings: [f64; 3],
+    /// Whether any static ceiling is set.
+    any_ceiling: bool,
+    /// `floors` × `factor`: a window below these on every metric (and below any
+    /// ceiling) cannot be anomalous.
+    possible: [f64; 3],
+    /// Slots closed before the robust z applies (two per warm-up bucket).
+    warm_closed: f64,
+    /// [`ZeroDecay`] of each run length below [`RUNS`] (none for 0).
+    decay: [Option<ZeroDecay>; RUNS],
+    /// 0.99^k, the counterparty weights' fade over `k` slots, for `k` below [`RUNS`].
+    fade: [f32; RUNS],
+}
+
+impl Params {
+    #[expect(clippy::cast_precision_loss, reason = "small counts")]
+    fn new(cfg: &VolumeConfig) -> Self {
+        let slot_ms = (cfg.bucket_ms / 2).max(1);
+        let alpha = 2.0 / (2.0 * cfg.warmup_buckets.max(1) as f64 + 1.0);
+        let floors = [cfg.floor_bps, cfg.floor_pps, cfg.floor_flows_per_sec];
+        Self {
+            slot_ms,
+            window_s: (2 * slot_ms) as f64 / 1000.0,
+            alpha,
+            factor: cfg.factor,
+            z_threshold: cfg.z_threshold,
+            floors,
+            ceilings: [cfg.ceiling_bps, cfg.ceiling_pps, cfg.ceiling_flows_per_sec],
+            any_ceiling: [cfg.ceiling_bps, cfg.ceiling_pps, cfg.ceiling_flows_per_sec]
+                .iter()
+                .any(|&c| c > 0.0),
+            possible: floors.map(|f| f * cfg.factor),
+            warm_closed: 2.0 * cfg.warmup_buckets as f64,
+            // The run length is hidden from the optimizer so that the tables hold what
+            // the run-time `powi` gives, not a constant folded another way.
+            decay: std::array::from_fn(|k| ZeroDecay::new(std::hint::black_box(k as u64), alpha)),
+            fade: std::array::from_fn(|k| {
+                0.99f32.powi(std::hint::black_box(i32::try_from(k).unwrap_or(i32::MAX)))
+            }),
+        }
+    }
+
+    /// [`ZeroDecay::new`]`(k, alpha)`.
+    #[inline]
+    fn decay(&self, k: u64) -> Option<ZeroDecay> {
+        match usize::try_from(k) {
+            Ok(k) if k < RUNS => self.decay[k],
+            _ => ZeroDecay::new(k, self.alpha),
+        }
+    }
+
+    /// `0.99f32.powi(k)`.
+    #[inline]
+    fn fade(&self, k: u64) -> f32 {
+        match usize::try_from(k) {
+            Ok(k) if k < RUNS => self.fade[k],
+            _ => 0.99f32.powi(i32::try_from(k).unwrap_or(i32::MAX)),
+        }
+    }
+}
+
 /// The volumetric detector; see the module docs.
 pub struct VolumeDetector {
     config: DetectConfig,
+    params: Box<Params>,
     series: BoundedMap<VKey, Series>,
     total: Series,
     /// Series by the slot at which they next need closing work: the first slot holding
@@ -290,6 +544,7 @@ impl VolumeDetector {
     pub fn new(config: &DetectConfig) -> Self {
         Self {
             config: config.clone(),
+            params: Box::new(Params::new(&config.volume)),
             series: BoundedMap::new(config.max_keys_per_detector),
             total: Series {
                 hw: Some(Box::default()),
@@ -318,89 +573,110 @@ impl VolumeDetector {
         self.late
     }
 
-    fn slot_ms(&self) -> u64 {
-        (self.config.volume.bucket_ms / 2).max(1)
-    }
-
     fn series_get_mut(&mut self, key: VKey) -> Option<&mut Series> {
-        match key {
-            VKey::Total => Some(&mut self.total),
-            _ => self.series.get_mut(&key),
-        }
+        series_mut(&mut self.series, &mut self.total, key)
     }
 
     fn series_get(&self, key: VKey) -> Option<&Series> {
-        match key {
-            VKey::Total => Some(&self.total),
-            _ => self.series.get(&key),
+        if key.is_total() {
+            Some(&self.total)
+        } else {
+            self.series.get(&key)
         }
     }
 
+    /// Adds a record ending at `end` to its series (kept out of line: most records are
+    /// established TCP and stop before it).
+    #[inline(never)]
+    #[expect(clippy::cast_precision_loss, reason = "rates in f32")]
+    fn count(&mut self, r: &FlowRecord, end: u64) {
+        let slot_ms = self.params.slot_ms;
+        let last_slot = end / slot_ms;
+        let start = if r.start_ms == 0 {
+            end
+        } else {
+            r.start_ms.min(end)
+        };
+        let first_slot = (start / slot_ms)
+            .max(last_slot.saturating_sub(RING as u64 - 1))
+            .min(last_slot);
+        // An even share per slot of [first, last].
+        let n = (last_slot - first_slot + 1) as f32;
+        let share = Share {
+            first_slot,
+            last_slot,
+            add: [r.bytes as f32 * 8.0 / n, r.packets as f32 / n, 1.0 / n],
+            weight: r.bytes as f32 + 1.0,
+            sampled: r.sampling_interval > 1,
+        };
+        let (src, dst) = (r.src_addr, r.dst_addr);
+        let take = |a: IpAddr| {
+            !common::is_group_or_unspecified(a) && self.filter.as_ref().is_none_or(|f| f(a))
+        };
+        let (take_dst, take_src) = (take(dst), take(src));
+        if take_dst {
+            self.add_host(VKey::victim(dst), src, &share);
+        }
+        if take_src {
+            self.add_host(VKey::source(src), dst, &share);
+        }
+        self.add::<true>(VKey::TOTAL_KEY, None, &share);
+        self.compact_due();
+    }
+
+    /// [`add`](Self::add) for a victim or source series, `peer` being the counterparty.
+    #[inline(never)]
+    fn add_host(&mut self, key: VKey, peer: IpAddr, share: &Share) {
+        self.add::<false>(key, Some(peer), share);
+    }
+
     /// Adds a record's share to `key`'s slots: to the ring where they are still open, to
-    /// the series' late slots where they have closed already.
-    #[expect(
-        clippy::cast_precision_loss,
-        clippy::cast_possible_truncation,
-        reason = "rates in f32"
-    )]
-    fn add(
-        &mut self,
-        key: VKey,
-        peer: Option<IpAddr>,
-        r: &FlowRecord,
-        first_slot: u64,
-        last_slot: u64,
-    ) {
-        let slot_ms = self.slot_ms();
-        let cfg = &self.config.volume;
-        let mut closed_out = Vec::new();
-        let mut new_late = false;
-        // Borrows the map and the config apart (not through `series_mut`).
-        let s = match key {
-            VKey::Total => &mut self.total,
-            _ => self.series.get_or_insert_with(key, Series::default),
+    /// the series' late slots where they have closed already. `TOTAL` says whether `key`
+    /// is the total's, so that its path (no lookup, no peer) is compiled apart.
+    #[inline]
+    fn add<const TOTAL: bool>(&mut self, key: VKey, peer: Option<IpAddr>, share: &Share) {
+        let Share {
+            first_slot,
+            last_slot,
+            add,
+            weight: w,
+            sampled,
+        } = *share;
+        let params = &*self.params;
+        // Borrows the map and the parameters apart (not through `series_get_mut`).
+        let s = if TOTAL {
+            &mut self.total
+        } else {
+            self.series.get_or_insert_with(key, Series::default)
         };
         if !s.started {
             s.started = true;
-            s.head = last_slot
-                .saturating_sub(RING as u64 - 1)
-                .max(first_slot.min(last_slot));
+            s.head = last_slot.saturating_sub(RING as u64 - 1).max(first_slot);
             s.last_closed = s.head.saturating_sub(1);
         }
         // Newer than the ring: close the oldest slots.
+        let mut emits = false;
         if last_slot >= s.head + RING as u64 {
             let new_head = last_slot + 1 - RING as u64;
-            close_until(s, key, new_head, slot_ms, cfg, &mut closed_out);
+            emits = close_until(s, key, new_head, params);
         }
-        // An even share per slot of [first, last]; a share whose slot this series has
-        // closed already (a record that arrived late) goes to the late slots instead of
-        // piling onto the oldest open slot.
-        let first_slot = first_slot.min(last_slot);
-        let n = (last_slot - first_slot + 1) as f32;
-        let add = [r.bytes as f32 * 8.0 / n, r.packets as f32 / n, 1.0 / n];
-        let mut first_open = None;
-        for slot in first_slot..=last_slot {
-            let cell = if slot >= s.head {
-                first_open.get_or_insert(slot);
-                s.has_data = true;
-                &mut s.ring[(slot % RING as u64) as usize]
-            } else {
-                let late = s.late.get_or_insert_with(|| {
-                    new_late = true;
-                    Box::default()
-                });
-                if late.len() >= LATE_SLOTS && !late.contains_key(&slot) {
-                    continue;
+        // A share whose slot this series has closed already (a record that arrived late)
+        // goes to the late slots instead of piling onto the oldest open slot.
+        let mut new_late = false;
+        let first_open = if first_slot >= s.head {
+            // The usual case: every slot is open.
+            for slot in first_slot..=last_slot {
+                let cell = s.open_cell(slot);
+                for m in 0..3 {
+                    cell[m] += add[m];
                 }
-                late.entry(slot).or_default()
-            };
-            for m in 0..3 {
-                cell[m] += add[m];
             }
-        }
-        s.sampled |= r.sampling_interval > 1;
+            Some(first_slot)
+        } else {
+            add_late(s, &add, first_slot, last_slot, &mut new_late)
+        };
+        s.sampled |= sampled;
         if let Some(peer) = peer {
-            let w = r.bytes as f32 + 1.0;
             s.total_weight += w;
             if s.top_peer == Some(peer) {
                 s.top_weight += w;
@@ -412,7 +688,7 @@ impl VolumeDetector {
             }
             if let Some(a) = s.alert.as_mut() {
                 a.peers.insert_hash(addr_hash(peer));
-                a.sampled |= r.sampling_interval > 1;
+                a.sampled |= sampled;
             }
         }
         let schedule = first_open.filter(|&slot| s.sched.is_none_or(|at| slot < at));
@@ -420,7 +696,7 @@ impl VolumeDetector {
             s.sched = Some(slot);
             self.due.push(slot, key);
         }
-        if !closed_out.is_empty() {
+        if emits {
             self.pending.push(key);
         }
         if new_late {
@@ -433,14 +709,20 @@ impl VolumeDetector {
     /// belong to, so an anomalous one opens (or extends) the series' alert, while the
     /// baselines learn nothing from them. Runs after the on-time slots have closed, so
     /// that a victim's alert is open when its source's or the total's is emitted.
-    #[expect(clippy::cast_precision_loss, reason = "rates")]
     fn judge_late(&mut self) {
-        let slot_ms = self.slot_ms();
-        let window_s = (2 * slot_ms) as f64 / 1000.0;
-        let cfg = self.config.volume.clone();
+        if self.late_keys.is_empty() {
+            return;
+        }
+        self.judge_late_keys();
+    }
+
+    #[cold]
+    fn judge_late_keys(&mut self) {
+        let params = &*self.params;
+        let (slot_ms, window_s) = (params.slot_ms, params.window_s);
         let mut keys = std::mem::take(&mut self.late_keys);
         for &key in &keys {
-            let Some(s) = self.series_get_mut(key) else {
+            let Some(s) = series_mut(&mut self.series, &mut self.total, key) else {
                 continue;
             };
             let Some(late) = s.late.take() else {
@@ -458,8 +740,7 @@ impl VolumeDetector {
                 let window: [f64; 3] =
                     std::array::from_fn(|m| f64::from(cur[m] + prev[m]) / window_s);
                 let end_ms = (t + 1) * slot_ms;
-                let (hit, baseline) = judge(s, key, window, end_ms, &cfg);
-                if let Some(hit) = hit {
+                if let Some((hit, baseline)) = judge(s, key, window, end_ms, params) {
                     raise(s, hit, window, baseline, end_ms, slot_ms);
                     raised = true;
                 }
@@ -513,8 +794,8 @@ impl VolumeDetector {
         };
         let duration = common::fmt_ms((a.last_ms - a.first_ms).max(self.config.volume.bucket_ms));
         let peers = a.peers.count().round();
-        let (kind, entities, summary) = match key {
-            VKey::Victim(v) => (
+        let (kind, entities, summary) = match (key.role(), key.addr()) {
+            (Role::Victim, Some(v)) => (
                 "victim",
                 Entities {
                     src: a.top_peer.filter(|_| peers <= 1.0 || a.top_share >= 0.6),
@@ -525,7 +806,7 @@ impl VolumeDetector {
                     "{v} received {rate} from {at_least}{peers:.0} sources for {duration}, {against}, a volumetric flood."
                 ),
             ),
-            VKey::Source(src) => (
+            (Role::Source, Some(src)) => (
                 "source",
                 Entities {
                     src: Some(src),
@@ -536,7 +817,7 @@ impl VolumeDetector {
                     "{src} sent {rate} to {at_least}{peers:.0} destinations for {duration}, {against}, a volumetric flood."
                 ),
             ),
-            VKey::Total => (
+            _ => (
                 "total",
                 Entities::default(),
                 format!(
@@ -572,6 +853,9 @@ impl VolumeDetector {
     /// source alert waits for a second anomalous window and is suppressed when its main
     /// victim has an alert; the total likewise when any host alert is open.
     fn emit(&mut self, out: &mut Vec<Finding>) {
+        if self.pending.is_empty() {
+            return;
+        }
         let mut keys = std::mem::take(&mut self.pending);
         keys.sort_unstable();
         keys.dedup();
@@ -587,18 +871,18 @@ impl VolumeDetector {
             }
             let victim_open = |v: IpAddr| {
                 self.series
-                    .get(&VKey::Victim(v))
+                    .get(&VKey::victim(v))
                     .is_some_and(|vs| vs.alert.is_some())
             };
-            let (wait, suppress) = match key {
-                VKey::Victim(_) => (false, false),
-                VKey::Source(_) => (a.windows < 2, a.top_peer.is_some_and(victim_open)),
-                VKey::Total => (
+            let (wait, suppress) = match key.role() {
+                Role::Victim => (false, false),
+                Role::Source => (a.windows < 2, a.top_peer.is_some_and(victim_open)),
+                Role::Total => (
                     a.windows < 2,
                     self.series.iter().any(|(k, s)| {
-                        s.alert.as_ref().is_some_and(|a| {
-                            !a.suppressed && (matches!(k, VKey::Victim(_)) || a.reported > 0.0)
-                        })
+                        s.alert
+                            .as_ref()
+                            .is_some_and(|a| !a.suppressed && (k.is_victim() || a.reported > 0.0))
                     }),
                 ),
             };
@@ -640,28 +924,27 @@ impl VolumeDetector {
     /// Closes, up to `until_slot`, the slots of every series due before it, and
     /// schedules each again where it next needs work.
     fn close_active(&mut self, until_slot: u64) {
-        let slot_ms = self.slot_ms();
-        let cfg = self.config.volume.clone();
+        if !self.due.any_before(until_slot) {
+            // Most watermark steps: the slot has not moved on since the last one.
+            return;
+        }
+        let params = &*self.params;
         let mut due = std::mem::take(&mut self.due_scratch);
         self.due.take_until(until_slot, &mut due);
-        let mut closed_out = Vec::new();
         for key in due.drain(..) {
-            let Some(s) = self.series_get_mut(key) else {
+            let Some(s) = series_mut(&mut self.series, &mut self.total, key) else {
                 continue;
             };
             if s.sched.is_none_or(|at| at >= until_slot) {
                 // A stale entry: the series was closed (and scheduled anew) already.
                 continue;
             }
-            closed_out.clear();
-            if s.head < until_slot {
-                close_until(s, key, until_slot, slot_ms, &cfg, &mut closed_out);
-            }
+            let emits = s.head < until_slot && close_until(s, key, until_slot, params);
             s.sched = next_due(s);
             if let Some(at) = s.sched {
                 self.due.push(at, key);
             }
-            if !closed_out.is_empty() {
+            if emits {
                 self.pending.push(key);
             }
         }
@@ -681,7 +964,7 @@ impl VolumeDetector {
             }
         }
         if let Some(at) = self.total.sched {
-            self.due.push(at, VKey::Total);
+            self.due.push(at, VKey::TOTAL_KEY);
         }
     }
 
@@ -696,6 +979,55 @@ impl VolumeDetector {
     }
 }
 
+/// [`VolumeDetector::add`] for a record reaching back before `s`'s head: adds `add` to
+/// each slot of [`first_slot`, `last_slot`], in the ring where it is open, in the late
+/// slots where it has closed (setting `new_late` if they are new). Returns the first open
+/// slot, if any.
+#[cold]
+fn add_late(
+    s: &mut Series,
+    add: &[f32; 3],
+    first_slot: u64,
+    last_slot: u64,
+    new_late: &mut bool,
+) -> Option<u64> {
+    let mut first_open = None;
+    for slot in first_slot..=last_slot {
+        let cell = if slot >= s.head {
+            first_open.get_or_insert(slot);
+            s.open_cell(slot)
+        } else {
+            let late = s.late.get_or_insert_with(|| {
+                *new_late = true;
+                Box::default()
+            });
+            if late.len() >= LATE_SLOTS && !late.contains_key(&slot) {
+                continue;
+            }
+            late.entry(slot).or_default()
+        };
+        for m in 0..3 {
+            cell[m] += add[m];
+        }
+    }
+    first_open
+}
+
+/// The series of `key` (marking a host's recently used), with the map and the total
+/// borrowed apart from the rest of the detector.
+#[inline]
+fn series_mut<'a>(
+    series: &'a mut BoundedMap<VKey, Series>,
+    total: &'a mut Series,
+    key: VKey,
+) -> Option<&'a mut Series> {
+    if key.is_total() {
+        Some(total)
+    } else {
+        series.get_mut(&key)
+    }
+}
+
 /// Where `s` next needs closing work: at its head while an alert is open (quiet slots
 /// close it) or while the last closed slot's data still counts in the next window, else
 /// at its first slot holding data, else nowhere.
@@ -703,13 +1035,14 @@ fn next_due(s: &Series) -> Option<u64> {
     if s.alert.is_some() || !is_zero(&s.prev) {
         return Some(s.head);
     }
-    (s.head..s.head + RING as u64).find(|&slot| !is_zero(&s.ring[(slot % RING as u64) as usize]))
+    s.first_data_offset().map(|offset| s.head + offset)
 }
 
 /// Closes `n` empty slots from the head at once: the baselines take `n` zero windows in
 /// closed form, the same as judging them one by one (none can be anomalous).
-fn skip_empty(s: &mut Series, n: u64, alpha: f64) {
-    if let Some(f) = ZeroDecay::new(n, alpha) {
+#[inline]
+fn skip_empty(s: &mut Series, n: u64, params: &Params) {
+    if let Some(f) = params.decay(n) {
         for m in 0..3 {
             s.base[m].apply(f);
         }
@@ -721,137 +1054,162 @@ fn skip_empty(s: &mut Series, n: u64, alpha: f64) {
     s.last_closed = s.head - 1;
 }
 
-/// Closes `s`'s slots before `new_head`, evaluating each; pushes `()` to `events` when an
-/// alert needs emitting.
-#[expect(
-    clippy::cast_precision_loss,
-    clippy::cast_possible_truncation,
-    reason = "rates"
-)]
-fn close_until(
-    s: &mut Series,
-    key: VKey,
-    new_head: u64,
-    slot_ms: u64,
-    cfg: &VolumeConfig,
-    events: &mut Vec<()>,
-) {
-    let window_s = (2 * slot_ms) as f64 / 1000.0;
-    let alpha = 2.0 / (2.0 * cfg.warmup_buckets.max(1) as f64 + 1.0);
+/// Closes `s`'s slots before `new_head`, evaluating each; returns whether an alert needs
+/// emitting.
+#[inline]
+fn close_until(s: &mut Series, key: VKey, new_head: u64, params: &Params) -> bool {
+    if new_head == s.head + 1 {
+        // The usual step: one slot, judged on its own (the loop below folds runs of two
+        // empty slots or more only).
+        return close_slot(s, key, params);
+    }
+    close_slots(s, key, new_head, params)
+}
+
+/// [`close_until`] for more than one slot.
+#[inline(never)]
+fn close_slots(s: &mut Series, key: VKey, new_head: u64, params: &Params) -> bool {
     // Skip over a long idle stretch in closed form.
-    if s.head + RING as u64 <= new_head && !s.has_data {
+    if s.head + RING as u64 <= new_head && !s.has_data() {
         let idle = new_head - s.head;
-        skip_empty(s, idle, alpha);
+        skip_empty(s, idle, params);
+        let mut emits = false;
         if let Some(a) = s.alert.as_mut() {
             a.quiet += u32::try_from(idle).unwrap_or(u32::MAX);
             if a.quiet >= QUIET_WINDOWS_TO_CLOSE {
                 if a.closes_with_report() {
                     a.needs_emit = true;
                     a.closing = true;
-                    events.push(());
+                    emits = true;
                 } else {
                     s.alert = None;
                 }
             }
         }
         s.prev = [0.0; 3];
-        return;
+        return emits;
     }
+    let mut emits = false;
     while s.head < new_head {
-        let idx = (s.head % RING as u64) as usize;
         // A run of empty windows with no alert to count quiet slots for (and no seasonal
         // model to step): fold it in closed form, as the idle skip above does.
         if s.alert.is_none() && s.hw.is_none() && is_zero(&s.prev) {
-            let run = (s.head..new_head)
-                .take_while(|&slot| is_zero(&s.ring[(slot % RING as u64) as usize]))
-                .count() as u64;
+            let left = new_head - s.head;
+            let run = s
+                .first_data_offset()
+                .map_or(left, |offset| offset.min(left));
             if run > 1 {
-                skip_empty(s, run, alpha);
+                skip_empty(s, run, params);
                 // As the slot-by-slot path below forgets counterparties.
-                let fade = 0.99f32.powi(i32::try_from(run).unwrap_or(i32::MAX));
+                let fade = params.fade(run);
                 s.top_weight *= fade;
                 s.total_weight *= fade;
                 continue;
             }
         }
-        let cur = s.ring[idx];
-        s.ring[idx] = [0.0; 3];
-        // Forget old counterparties slowly (half-life ≈ 70 slots).
-        s.top_weight *= 0.99;
-        s.total_weight *= 0.99;
-        let slot = s.head;
-        s.head += 1;
-        let window = [
-            f64::from(cur[0] + s.prev[0]) / window_s,
-            f64::from(cur[1] + s.prev[1]) / window_s,
-            f64::from(cur[2] + s.prev[2]) / window_s,
-        ];
-        s.prev = cur;
-        s.last_closed = slot;
-        s.closed = s.closed.saturating_add(1);
-        let end_ms = (slot + 1) * slot_ms;
-        let (hit, baseline) = judge(s, key, window, end_ms, cfg);
-        if let Some(hit) = hit {
-            raise(s, hit, window, baseline, end_ms, slot_ms);
-            events.push(());
-        } else {
-            for m in 0..3 {
-                s.base[m].update(window[m], alpha);
+        emits |= close_slot(s, key, params);
+    }
+    emits
+}
+
+/// Closes `s`'s head slot and judges the window it ends; returns whether an alert needs
+/// emitting.
+#[inline]
+fn close_slot(s: &mut Series, key: VKey, params: &Params) -> bool {
+    let (slot_ms, window_s, alpha) = (params.slot_ms, params.window_s, params.alpha);
+    let idx = (s.head % RING as u64) as usize;
+    let cur = s.ring[idx];
+    s.ring[idx] = [0.0; 3];
+    s.occupied &= !(1 << idx);
+    // Forget old counterparties slowly (half-life ≈ 70 slots).
+    s.top_weight *= 0.99;
+    s.total_weight *= 0.99;
+    let slot = s.head;
+    s.head += 1;
+    let window = [
+        f64::from(cur[0] + s.prev[0]) / window_s,
+        f64::from(cur[1] + s.prev[1]) / window_s,
+        f64::from(cur[2] + s.prev[2]) / window_s,
+    ];
+    s.prev = cur;
+    s.last_closed = slot;
+    s.closed = s.closed.saturating_add(1);
+    let end_ms = (slot + 1) * slot_ms;
+    if let Some((hit, baseline)) = judge(s, key, window, end_ms, params) {
+        raise(s, hit, window, baseline, end_ms, slot_ms);
+        return true;
+    }
+    for m in 0..3 {
+        s.base[m].update(window[m], alpha);
+    }
+    if let Some(hw) = s.hw.as_mut() {
+        hw_update(hw, end_ms, window, alpha);
+    }
+    if let Some(a) = s.alert.as_mut() {
+        a.quiet += 1;
+        if a.quiet >= QUIET_WINDOWS_TO_CLOSE && !a.closing {
+            if a.closes_with_report() {
+                // A last update with the whole episode's peak and duration.
+                a.needs_emit = true;
+                a.closing = true;
+                return true;
             }
-            if let Some(hw) = s.hw.as_mut() {
-                hw_update(hw, end_ms, window, alpha);
-            }
-            if let Some(a) = s.alert.as_mut() {
-                a.quiet += 1;
-                if a.quiet >= QUIET_WINDOWS_TO_CLOSE && !a.closing {
-                    if a.closes_with_report() {
-                        // A last update with the whole episode's peak and duration.
-                        a.needs_emit = true;
-                        a.closing = true;
-                        events.push(());
-                    } else {
-                        s.alert = None;
-                    }
-                }
-            }
+            s.alert = None;
         }
     }
-    s.has_data = !s.ring.iter().all(is_zero);
+    false
 }
 
 /// Whether a slot (or `prev`) holds nothing: slots are reset to exact zeros, so exact
 /// comparison is what is meant.
+#[inline]
 fn is_zero(cell: &[f32; 3]) -> bool {
     cell.iter().all(|&v| v == 0.0)
 }
 
+/// An anomalous window: the metric with the largest ratio among the anomalous ones (or
+/// above a victim's static ceiling), that ratio, and whether only the ceiling made it.
+type Hit = (usize, f64, bool);
+
 /// Judges one `bucket_ms` window of `s` ending at `end_ms` against its baselines (which it
-/// does not update): the metric with the largest ratio among the anomalous ones (or above
-/// a victim's static ceiling), with whether only the ceiling made it, and the baselines.
+/// does not update): the [`Hit`] and the baselines, if it is anomalous.
+#[inline]
 fn judge(
     s: &Series,
     key: VKey,
     window: [f64; 3],
     end_ms: u64,
-    cfg: &VolumeConfig,
-) -> (Option<(usize, f64, bool)>, [f64; 3]) {
-    let floors = [cfg.floor_bps, cfg.floor_pps, cfg.floor_flows_per_sec];
-    let ceilings = [cfg.ceiling_bps, cfg.ceiling_pps, cfg.ceiling_flows_per_sec];
-    let victim = matches!(key, VKey::Victim(_));
+    params: &Params,
+) -> Option<(Hit, [f64; 3])> {
+    let victim = key.is_victim();
     // The baseline is at least the floor, so a window below `factor` × the floor on every
     // metric (and below any ceiling) cannot be anomalous: most windows stop here.
-    let possible = (0..3).any(|m| {
-        window[m] >= floors[m] * cfg.factor
-            || (victim && ceilings[m] > 0.0 && window[m] >= ceilings[m])
-    });
+    let possible = (0..3).any(|m| window[m] >= params.possible[m])
+        || (victim
+            && params.any_ceiling
+            && (0..3).any(|m| params.ceilings[m] > 0.0 && window[m] >= params.ceilings[m]));
     if !possible {
-        return (None, [0.0; 3]);
+        return None;
     }
-    let warm = f64::from(s.closed) >= 2.0 * cfg.warmup_buckets as f64;
+    let (hit, baseline) = judge_possible(s, victim, window, end_ms, params);
+    Some((hit?, baseline))
+}
+
+/// [`judge`] for a window that may be anomalous.
+#[cold]
+fn judge_possible(
+    s: &Series,
+    victim: bool,
+    window: [f64; 3],
+    end_ms: u64,
+    params: &Params,
+) -> (Option<Hit>, [f64; 3]) {
+    let (floors, ceilings) = (&params.floors, &params.ceilings);
+    let warm = f64::from(s.closed) >= params.warm_closed;
     let hw_forecast =
         s.hw.as_ref()
             .and_then(|hw| hw_ready(hw, end_ms).then(|| hw_predict(hw, end_ms)));
-    let mut hit = None::<(usize, f64, bool)>;
+    let mut hit = None::<Hit>;
     let mut baseline = [0.0; 3];
     for m in 0..3 {
         let x = window[m];
@@ -864,8 +1222,8 @@ fn judge(
         let base = base.max(floors[m]);
         baseline[m] = base;
         let ratio = x / base;
-        let z_ok = !warm || s.base[m].z(x, floors[m] * 0.1) >= cfg.z_threshold;
-        let anomalous = ratio >= cfg.factor && z_ok && band_ok;
+        let z_ok = !warm || s.base[m].z(x, floors[m] * 0.1) >= params.z_threshold;
+        let anomalous = ratio >= params.factor && z_ok && band_ok;
         let ceiling = victim && ceilings[m] > 0.0 && x >= ceilings[m];
         if (anomalous || ceiling) && hit.is_none_or(|(_, r, _)| ratio > r) {
             hit = Some((m, ratio, ceiling && !anomalous));
@@ -876,9 +1234,10 @@ fn judge(
 
 /// Opens `s`'s alert on an anomalous window ending at `end_ms`, or extends it (a late
 /// window may lie before the alert's first one), and marks it for emitting.
+#[cold]
 fn raise(
     s: &mut Series,
-    (metric, ratio, ceiling): (usize, f64, bool),
+    (metric, ratio, ceiling): Hit,
     window: [f64; 3],
     baseline: [f64; 3],
     end_ms: u64,
@@ -1010,30 +1369,9 @@ impl Detector for VolumeDetector {
                 || record.tcp_flags & 0x08 != 0
                 || (record.raw_packets >= 2
                     && record.end_ms.saturating_sub(record.start_ms) >= 1000));
-        if established_data {
-            return;
+        if !established_data {
+            self.count(record, end);
         }
-        let slot_ms = self.slot_ms();
-        let last_slot = end / slot_ms;
-        let start = if record.start_ms == 0 {
-            end
-        } else {
-            record.start_ms.min(end)
-        };
-        let first_slot = (start / slot_ms).max(last_slot.saturating_sub(RING as u64 - 1));
-        let (src, dst) = (record.src_addr, record.dst_addr);
-        let take = |a: IpAddr| {
-            !common::is_group_or_unspecified(a) && self.filter.as_ref().is_none_or(|f| f(a))
-        };
-        let (take_dst, take_src) = (take(dst), take(src));
-        if take_dst {
-            self.add(VKey::Victim(dst), Some(src), record, first_slot, last_slot);
-        }
-        if take_src {
-            self.add(VKey::Source(src), Some(dst), record, first_slot, last_slot);
-        }
-        self.add(VKey::Total, None, record, first_slot, last_slot);
-        self.compact_due();
     }
 
     fn advance(&mut self, watermark_ms: u64, out: &mut Vec<Finding>) {
@@ -1041,7 +1379,7 @@ impl Detector for VolumeDetector {
         let until = self
             .watermark_ms
             .saturating_sub(self.config.allowed_lateness_ms)
-            / self.slot_ms();
+            / self.params.slot_ms;
         self.close_active(until);
         self.judge_late();
         self.emit(out);
