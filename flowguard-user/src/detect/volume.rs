@@ -72,7 +72,7 @@ use std::{
 };
 
 use super::{
-    Category, Detector, Entities, Finding,
+    Category, Detector, Entities, Finding, Sides,
     common::{self, HostFilter, SAMPLED_CONFIDENCE, num},
     config::{DetectConfig, VolumeConfig},
     lru::BoundedMap,
@@ -589,7 +589,7 @@ impl VolumeDetector {
     /// established TCP and stop before it).
     #[inline(never)]
     #[expect(clippy::cast_precision_loss, reason = "rates in f32")]
-    fn count(&mut self, r: &FlowRecord, end: u64) {
+    fn count(&mut self, r: &FlowRecord, end: u64, owned: Owned) {
         let slot_ms = self.params.slot_ms;
         let last_slot = end / slot_ms;
         let start = if r.start_ms == 0 {
@@ -610,10 +610,11 @@ impl VolumeDetector {
             sampled: r.sampling_interval > 1,
         };
         let (src, dst) = (r.src_addr, r.dst_addr);
-        let take = |a: IpAddr| {
-            !common::is_group_or_unspecified(a) && self.filter.as_ref().is_none_or(|f| f(a))
+        let take = |a: IpAddr, owned: Option<bool>| {
+            !common::is_group_or_unspecified(a)
+                && owned.unwrap_or_else(|| self.filter.as_ref().is_none_or(|f| f(a)))
         };
-        let (take_dst, take_src) = (take(dst), take(src));
+        let (take_dst, take_src) = (take(dst, owned.dst), take(src, owned.src));
         if take_dst {
             self.add_host(VKey::victim(dst), src, &share);
         }
@@ -1348,12 +1349,11 @@ fn hw_update(hw: &mut HoltWinters, now_ms: u64, x: [f64; 3], alpha: f64) {
     hw.steps += 1;
 }
 
-impl Detector for VolumeDetector {
-    fn name(&self) -> &'static str {
-        "volume"
-    }
-
-    fn observe(&mut self, record: &FlowRecord) {
+impl VolumeDetector {
+    /// Counts a record into its series; `owned` says which ends this shard keeps series
+    /// for, where the router already knows (else the host filter decides).
+    #[inline]
+    fn observe_owned(&mut self, record: &FlowRecord, owned: Owned) {
         let end = common::event_ms(record);
         if end + self.config.allowed_lateness_ms < self.watermark_ms {
             // Still counted: a quiet series may hold its slots open, and the others judge
@@ -1370,8 +1370,34 @@ impl Detector for VolumeDetector {
                 || (record.raw_packets >= 2
                     && record.end_ms.saturating_sub(record.start_ms) >= 1000));
         if !established_data {
-            self.count(record, end);
+            self.count(record, end, owned);
         }
+    }
+}
+
+/// Whether this shard keeps the series of a record's source and destination, when the
+/// router has said so ([`Sides`]); `None` asks the host filter.
+#[derive(Clone, Copy, Debug, Default)]
+struct Owned {
+    src: Option<bool>,
+    dst: Option<bool>,
+}
+
+impl Detector for VolumeDetector {
+    fn name(&self) -> &'static str {
+        "volume"
+    }
+
+    fn observe(&mut self, record: &FlowRecord) {
+        self.observe_owned(record, Owned::default());
+    }
+
+    fn observe_routed(&mut self, record: &FlowRecord, sides: Sides) {
+        let owned = Owned {
+            src: Some(sides.src_owned),
+            dst: Some(sides.dst_owned),
+        };
+        self.observe_owned(record, owned);
     }
 
     fn advance(&mut self, watermark_ms: u64, out: &mut Vec<Finding>) {
