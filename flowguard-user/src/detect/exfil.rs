@@ -951,20 +951,24 @@ impl ExfilDetector {
             if self.admission.add(pair, moved) < self.admit_bytes {
                 return;
             }
-            self.pairs.get_or_insert_with((*host, *peer), || Pair {
+            // Marked recently used as it is inserted: the admitting record has always
+            // marked its pair, and eviction order depends on it.
+            let fresh = move || Pair {
                 window: w,
                 ..Pair::default()
-            });
-            if self.pair_filter.add(pair) {
-                self.pair_filter.rebuild(&self.pairs);
-            }
-            // Looked up again to mark it recently used (a new key starts unmarked): the
-            // admitting record has always marked its pair, and eviction order depends on
-            // it.
-            let Some(p) = self.pairs.get_mut(&(*host, *peer)) else {
-                return;
             };
-            p
+            if self.pair_filter.add(pair) {
+                // Rare: the bitmap is rebuilt with the new pair in the map, then the
+                // pair is looked up again.
+                self.pairs.get_or_insert_touched((*host, *peer), fresh);
+                self.pair_filter.rebuild(&self.pairs);
+                let Some(p) = self.pairs.get_mut(&(*host, *peer)) else {
+                    return;
+                };
+                p
+            } else {
+                self.pairs.get_or_insert_touched((*host, *peer), fresh)
+            }
         };
         let key = (*host, *peer);
         if p.window < w {

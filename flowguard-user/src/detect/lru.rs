@@ -153,35 +153,54 @@ impl<K: Hash + Eq + Copy, V> BoundedMap<K, V> {
     }
 
     /// The value of `key`, inserting `make()` first if absent (evicting one key if the
-    /// map is full).
+    /// map is full). A key found is marked recently used; a key inserted is not.
     #[inline]
     pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
+        self.get_or_insert_marked(key, make, false)
+    }
+
+    /// [`Self::get_or_insert_with`] that marks the key recently used whether it was
+    /// found or inserted: the same reference bits as inserting and then calling
+    /// [`Self::get_mut`], for one index lookup instead of two.
+    #[inline]
+    pub fn get_or_insert_touched(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
+        self.get_or_insert_marked(key, make, true)
+    }
+
+    /// Finds `key` (marking it) or inserts `make()` with the reference bit `mark`.
+    #[inline]
+    fn get_or_insert_marked(&mut self, key: K, make: impl FnOnce() -> V, mark: bool) -> &mut V {
         if let Some(&i) = self.index.get(&key) {
             let slot = &mut self.slots[i as usize];
             slot.referenced = true;
             return &mut slot.value;
         }
+        self.insert_new(key, make(), mark)
+    }
+
+    /// Inserts `key`, known to be absent, with the reference bit `mark` (evicting one
+    /// key if the map is full). Out of line: only a key's first record takes it.
+    #[inline(never)]
+    fn insert_new(&mut self, key: K, value: V, mark: bool) -> &mut V {
+        let slot = Slot {
+            key,
+            value,
+            referenced: mark,
+        };
         let i = if self.slots.len() < self.cap {
             if self.slots.len() == self.slots.capacity() {
                 // Grow geometrically, but never past the cap.
                 let want = (self.slots.len() * 2).max(16).min(self.cap) - self.slots.len();
                 self.slots.reserve_exact(want);
             }
-            self.slots.push(Slot {
-                key,
-                value: make(),
-                referenced: false,
-            });
+            self.slots.push(slot);
             self.slots.len() - 1
         } else {
+            // The victim is chosen before the new slot exists, so `mark` cannot save or
+            // doom any key in this call: only later evictions see it.
             let victim = self.victim();
-            let slot = &mut self.slots[victim];
-            self.index.remove(&slot.key);
-            *slot = Slot {
-                key,
-                value: make(),
-                referenced: false,
-            };
+            let old = std::mem::replace(&mut self.slots[victim], slot);
+            self.index.remove(&old.key);
             self.evictions += 1;
             victim
         };
@@ -305,6 +324,50 @@ mod tests {
             assert!(m.get_mut(&0).is_some(), "key 0 evicted in round {round}");
             m.get_or_insert_with(100 + round, || ());
         }
+    }
+
+    #[test]
+    fn touched_insert_matches_insert_then_get_mut() {
+        // The old two-step admission (insert, then look the key up again to mark it)
+        // and the one-step call must leave the same slab, reference bits, hand and
+        // evictions after every operation.
+        let mut two: BoundedMap<u32, u32> = BoundedMap::new(37);
+        let mut one: BoundedMap<u32, u32> = BoundedMap::new(37);
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for step in 0..20_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let key = (x % 97) as u32;
+            match (x >> 32) % 4 {
+                0 => {
+                    two.get_or_insert_with(key, || step);
+                    two.get_mut(&key);
+                    one.get_or_insert_touched(key, || step);
+                }
+                1 => {
+                    two.get_or_insert_with(key, || step);
+                    one.get_or_insert_with(key, || step);
+                }
+                2 => {
+                    two.get_mut(&key);
+                    one.get_mut(&key);
+                }
+                _ => {
+                    two.remove(&key);
+                    one.remove(&key);
+                }
+            }
+            let bits = |m: &BoundedMap<u32, u32>| {
+                m.slots
+                    .iter()
+                    .map(|s| (s.key, s.value, s.referenced))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(bits(&two), bits(&one), "step {step}");
+            assert_eq!((two.hand, two.evictions), (one.hand, one.evictions));
+        }
+        assert!(one.evictions() > 1000);
     }
 
     #[test]
