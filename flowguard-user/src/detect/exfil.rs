@@ -73,7 +73,8 @@
 //! baseline ≈ 180 bytes, plus a daily profile of 264 bytes (heap) for the hosts that have
 //! one, stitched connection ≈ 110 bytes plus 2–4 bytes of bitmap (only kept for records
 //! of ≥ 64 kB), prevalence entry ≈ 90 bytes; each map is capped at
-//! `max_keys_per_detector`.
+//! `max_keys_per_detector`; and two fixed 16 KB tables of where pairs and hosts sit in
+//! their maps, which spare the busiest of them the hashing.
 
 #![allow(
     clippy::too_many_lines,
@@ -92,7 +93,7 @@ use super::{
     Category, Detector, Entities, Finding, Sides,
     common::{self, HostFilter, Prevalence, SAMPLED_CONFIDENCE, num},
     config::{DetectConfig, ExfilConfig},
-    lru::BoundedMap,
+    lru::{BoundedMap, SlotHints},
     seasonal::{self, BinView, HourProfile, Learn},
     sketch::{CountMin, HomeNets, addr_hash, mix64},
     stats,
@@ -107,6 +108,10 @@ const CONN_MIN_BYTES: u64 = 64 * 1024;
 const FIRST_SEEN_RECENT_MS: u64 = 24 * 3_600_000;
 /// The daily profile's bin width.
 const HOUR_MS: u64 = 3_600_000;
+/// Buckets (log2) of the pair and host [`SlotHints`]: 16 KB each, enough for the hosts
+/// and the busy pairs of a few-thousand-host site; beyond that some lookups fall back to
+/// hashing.
+const HINT_BITS: u32 = 12;
 /// How far the net active-day count of a daily-profile bin may rise above
 /// `periodic_min_days`: a job that stops is no longer a habit after this + 1 quiet days.
 const PERIODIC_DAYS_SLACK: u8 = 4;
@@ -346,7 +351,12 @@ pub struct ExfilDetector {
     config: DetectConfig,
     pairs: BoundedMap<(IpAddr, IpAddr), Pair>,
     pair_filter: KeyFilter,
+    /// Where the busiest pairs sit in `pairs` (most records of a busy site belong to a few
+    /// hundred admitted pairs).
+    pair_hints: SlotHints,
     hosts: BoundedMap<IpAddr, HostBase>,
+    /// Where hosts sit in `hosts` (asked for every outbound record).
+    host_hints: SlotHints,
     conns: BoundedMap<ConnKey, Conn>,
     conn_filter: KeyFilter,
     prevalence: Prevalence,
@@ -377,7 +387,9 @@ impl ExfilDetector {
             config: config.clone(),
             pairs: BoundedMap::new(cap),
             pair_filter: KeyFilter::new(),
+            pair_hints: SlotHints::new(HINT_BITS),
             hosts: BoundedMap::new(cap),
+            host_hints: SlotHints::new(HINT_BITS),
             conns: BoundedMap::new(cap),
             conn_filter: KeyFilter::new(),
             prevalence: Prevalence::new(cap),
@@ -952,10 +964,22 @@ impl ExfilDetector {
             // an external host look popular, and skipping them halves the lookups.
             self.prevalence
                 .observe_hashed(*peer, peer_hash, host_hash, t);
-            let hb = self.hosts.get_or_insert_with(*host, || HostBase {
-                window: w,
-                ..HostBase::default()
-            });
+            // Through the hint when it is right: the same value and reference bit as
+            // `get_or_insert_with`, without hashing the address again.
+            let hinted = self
+                .host_hints
+                .get(host_hash)
+                .and_then(|i| self.hosts.get_mut_in(i, host));
+            let hb = if let Some(hb) = hinted {
+                hb
+            } else {
+                let (i, hb) = self.hosts.get_or_insert_slot(*host, || HostBase {
+                    window: w,
+                    ..HostBase::default()
+                });
+                self.host_hints.set(host_hash, i);
+                hb
+            };
             if hb.window < w {
                 hb.roll(w, &self.periodic);
             }
@@ -965,7 +989,19 @@ impl ExfilDetector {
         // One lookup on the common path: a known pair in its current window; none for
         // most records, whose pair has no state.
         let held = if self.pair_filter.may_hold(pair) {
-            self.pairs.get_mut(&(*host, *peer))
+            let key = (*host, *peer);
+            let hinted = self
+                .pair_hints
+                .get(pair)
+                .and_then(|i| self.pairs.get_mut_in(i, &key));
+            if hinted.is_some() {
+                hinted
+            } else {
+                self.pairs.get_mut_slot(&key).map(|(i, p)| {
+                    self.pair_hints.set(pair, i);
+                    p
+                })
+            }
         } else {
             None
         };
@@ -1137,6 +1173,8 @@ impl Detector for ExfilDetector {
     fn state_bytes(&self) -> usize {
         self.pairs.shallow_bytes()
             + self.pair_filter.bytes()
+            + self.pair_hints.bytes()
+            + self.host_hints.bytes()
             + self.conn_filter.bytes()
             + self.hosts.shallow_bytes()
             + self.hosts.iter().filter(|(_, h)| h.daily.is_some()).count()
