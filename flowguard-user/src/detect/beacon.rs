@@ -507,7 +507,8 @@ impl BeaconDetector {
             // cost more (in `realloc`) than the pushes themselves.
             let mut events = Vec::with_capacity(INITIAL_EVENTS);
             events.push(f.event);
-            self.series.get_or_insert_with(key, || Series {
+            // Marked recently used as it is inserted, as any series a record touches.
+            self.series.get_or_insert_touched(key, || Series {
                 base_ms: f.base_ms,
                 events,
                 decimation: 1,
@@ -518,10 +519,7 @@ impl BeaconDetector {
                 dirty: true,
                 out_of_order: false,
                 reported: 0.0,
-            });
-            // Looked up again (not the insert's reference) to mark the new series
-            // recently used, as any series a record touches.
-            self.series.get_mut(&key).expect("present")
+            })
         };
         s.dirty = true;
         s.sampled |= sampled;

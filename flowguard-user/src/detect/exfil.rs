@@ -65,13 +65,16 @@
 //! hashes answers "no state" for those records before the pair map is asked. Every
 //! report needs `min_bytes` outbound, so no reportable pair is kept out; its sums leave
 //! out what it moved before admission (under 1/64 of the threshold). Stitched connections
-//! are kept for admitted pairs only.
+//! are kept for admitted pairs only, and a second bitmap answers "no stitched
+//! connection" for most records of an admitted pair.
 //!
 //! A pair is reported once per episode (its first kind sticks) and updated when the
 //! score rises by 0.1. Byte costs: pair ≈ 245 bytes plus 2–4 bytes of bitmap, host
 //! baseline ≈ 180 bytes, plus a daily profile of 264 bytes (heap) for the hosts that have
-//! one, stitched connection ≈ 110 bytes (only kept for records of ≥ 64 kB), prevalence
-//! entry ≈ 90 bytes; each map is capped at `max_keys_per_detector`.
+//! one, stitched connection ≈ 110 bytes plus 2–4 bytes of bitmap (only kept for records
+//! of ≥ 64 kB), prevalence entry ≈ 90 bytes; each map is capped at
+//! `max_keys_per_detector`; and two fixed 16 KB tables of where pairs and hosts sit in
+//! their maps, which spare the busiest of them the hashing.
 
 #![allow(
     clippy::too_many_lines,
@@ -90,7 +93,7 @@ use super::{
     Category, Detector, Entities, Finding, Sides,
     common::{self, HostFilter, Prevalence, SAMPLED_CONFIDENCE, num},
     config::{DetectConfig, ExfilConfig},
-    lru::BoundedMap,
+    lru::{BoundedMap, SlotHints},
     seasonal::{self, BinView, HourProfile, Learn},
     sketch::{CountMin, HomeNets, addr_hash, mix64},
     stats,
@@ -105,6 +108,10 @@ const CONN_MIN_BYTES: u64 = 64 * 1024;
 const FIRST_SEEN_RECENT_MS: u64 = 24 * 3_600_000;
 /// The daily profile's bin width.
 const HOUR_MS: u64 = 3_600_000;
+/// Buckets (log2) of the pair and host [`SlotHints`]: 16 KB each, enough for the hosts
+/// and the busy pairs of a few-thousand-host site; beyond that some lookups fall back to
+/// hashing.
+const HINT_BITS: u32 = 12;
 /// How far the net active-day count of a daily-profile bin may rise above
 /// `periodic_min_days`: a job that stops is no longer a habit after this + 1 quiet days.
 const PERIODIC_DAYS_SLACK: u8 = 4;
@@ -204,25 +211,28 @@ impl HostBase {
     }
 }
 
-/// A bitmap of the held pairs' hashes ([`pair_hash`]), asked before the pair map. Nearly
-/// every record belongs to a pair without state (one that has not moved enough to be
-/// admitted), and a clear bit answers "not held" for one load instead of hashing and
-/// probing the map with two addresses. A set bit may be a collision or a pair evicted
-/// since: the map decides then. Every held pair's bit is set (set on admission, and the
-/// map only loses pairs by eviction or in [`ExfilDetector::close_windows_before`], which
-/// rebuilds the bitmap), so a clear bit is never wrong.
+/// A bitmap of the held keys' hashes, asked before a map: the pairs' ([`pair_hash`])
+/// before the pair map, the stitched connections' ([`conn_hash`]) before the connection
+/// map. Nearly every record belongs to a pair without state (one that has not moved
+/// enough to be admitted), and most records of a held pair to no stitched connection
+/// (only records of 64 kB open one); a clear bit answers "not held" for one load instead
+/// of hashing and probing the map with two addresses. A set bit may be a collision or a
+/// key evicted since: the map decides then. Every held key's bit is set (set on
+/// insertion, and the maps only lose keys by eviction or in bulk, in
+/// [`ExfilDetector::close_windows_before`] and [`Detector::advance`], which rebuild the
+/// bitmap), so a clear bit is never wrong, and a lookup it skips would have missed.
 ///
-/// At least 16 bits per held pair when rebuilt (1/16 of pairs collide on a bit, or
-/// fewer), rebuilt again after that many admissions as an eighth of its bits: about
-/// 2–4 bytes per pair, and 512 bytes at least.
+/// At least 16 bits per held key when rebuilt (1/16 of keys collide on a bit, or
+/// fewer), rebuilt again after that many insertions as an eighth of its bits: about
+/// 2–4 bytes per key, and 512 bytes at least.
 #[derive(Debug)]
-struct PairFilter {
+struct KeyFilter {
     words: Vec<u64>,
     /// Admissions since the last rebuild.
     added: usize,
 }
 
-impl PairFilter {
+impl KeyFilter {
     const MIN_WORDS: usize = 64;
 
     fn new() -> Self {
@@ -253,19 +263,34 @@ impl PairFilter {
         self.added * 8 > self.words.len() * 64
     }
 
-    /// Sets exactly the bits of `pairs`, in a bitmap sized for them.
-    fn rebuild(&mut self, pairs: &BoundedMap<(IpAddr, IpAddr), Pair>) {
-        let words = (pairs.len() * 16 / 64)
-            .next_power_of_two()
-            .max(Self::MIN_WORDS);
+    /// Sets exactly the bits of `hashes` (`held` of them), in a bitmap sized for them.
+    fn rebuild(&mut self, held: usize, hashes: impl Iterator<Item = u64>) {
+        let words = (held * 16 / 64).next_power_of_two().max(Self::MIN_WORDS);
         self.words.clear();
         self.words.resize(words, 0);
         self.words.shrink_to(words);
-        for (&(host, peer), _) in pairs.iter() {
-            let (word, bit) = self.index(pair_hash(addr_hash(host), addr_hash(peer)));
+        for hash in hashes {
+            let (word, bit) = self.index(hash);
             self.words[word] |= bit;
         }
         self.added = 0;
+    }
+
+    /// [`Self::rebuild`] from the pair map.
+    fn rebuild_pairs(&mut self, pairs: &BoundedMap<(IpAddr, IpAddr), Pair>) {
+        let hashes = pairs
+            .iter()
+            .map(|(&(host, peer), _)| pair_hash(addr_hash(host), addr_hash(peer)));
+        self.rebuild(pairs.len(), hashes);
+    }
+
+    /// [`Self::rebuild`] from the connection map.
+    fn rebuild_conns(&mut self, conns: &BoundedMap<ConnKey, Conn>) {
+        let hashes = conns.iter().map(|(k, _)| {
+            let pair = pair_hash(addr_hash(k.host), addr_hash(k.peer));
+            conn_hash(pair, k.host_port, k.peer_port, k.protocol)
+        });
+        self.rebuild(conns.len(), hashes);
     }
 
     fn bytes(&self) -> usize {
@@ -325,9 +350,15 @@ impl Periodic {
 pub struct ExfilDetector {
     config: DetectConfig,
     pairs: BoundedMap<(IpAddr, IpAddr), Pair>,
-    pair_filter: PairFilter,
+    pair_filter: KeyFilter,
+    /// Where the busiest pairs sit in `pairs` (most records of a busy site belong to a few
+    /// hundred admitted pairs).
+    pair_hints: SlotHints,
     hosts: BoundedMap<IpAddr, HostBase>,
+    /// Where hosts sit in `hosts` (asked for every outbound record).
+    host_hints: SlotHints,
     conns: BoundedMap<ConnKey, Conn>,
+    conn_filter: KeyFilter,
     prevalence: Prevalence,
     periodic: Periodic,
     home: HomeNets,
@@ -355,9 +386,12 @@ impl ExfilDetector {
         Self {
             config: config.clone(),
             pairs: BoundedMap::new(cap),
-            pair_filter: PairFilter::new(),
+            pair_filter: KeyFilter::new(),
+            pair_hints: SlotHints::new(HINT_BITS),
             hosts: BoundedMap::new(cap),
+            host_hints: SlotHints::new(HINT_BITS),
             conns: BoundedMap::new(cap),
+            conn_filter: KeyFilter::new(),
             prevalence: Prevalence::new(cap),
             periodic: Periodic::new(&config.exfil),
             home: HomeNets::new(&config.home_nets),
@@ -767,7 +801,7 @@ impl ExfilDetector {
         self.pairs
             .retain(|_, p| p.cur.records > 0 || p.slow.last_window + 2 >= window);
         if self.pairs.len() < held {
-            self.pair_filter.rebuild(&self.pairs);
+            self.pair_filter.rebuild_pairs(&self.pairs);
         }
     }
 }
@@ -828,10 +862,18 @@ fn roll_pair(
 }
 
 /// The hash of a pair, from its addresses' [`addr_hash`]es: the admission sketch's key
-/// and the [`PairFilter`]'s.
+/// and the [`KeyFilter`]'s.
 #[inline]
 fn pair_hash(host_hash: u64, peer_hash: u64) -> u64 {
     mix64(host_hash ^ peer_hash.rotate_left(29))
+}
+
+/// The hash of a stitched connection's [`ConnKey`], from its pair's [`pair_hash`]: the
+/// connection [`KeyFilter`]'s key.
+#[inline]
+fn conn_hash(pair_hash: u64, host_port: u16, peer_port: u16, protocol: u8) -> u64 {
+    let rest = u64::from(host_port) | u64::from(peer_port) << 16 | u64::from(protocol) << 32;
+    mix64(pair_hash ^ rest.rotate_left(23))
 }
 
 /// Bytes (both directions) a pair moves in one window before it gets state: 1/64 of
@@ -922,10 +964,22 @@ impl ExfilDetector {
             // an external host look popular, and skipping them halves the lookups.
             self.prevalence
                 .observe_hashed(*peer, peer_hash, host_hash, t);
-            let hb = self.hosts.get_or_insert_with(*host, || HostBase {
-                window: w,
-                ..HostBase::default()
-            });
+            // Through the hint when it is right: the same value and reference bit as
+            // `get_or_insert_with`, without hashing the address again.
+            let hinted = self
+                .host_hints
+                .get(host_hash)
+                .and_then(|i| self.hosts.get_mut_in(i, host));
+            let hb = if let Some(hb) = hinted {
+                hb
+            } else {
+                let (i, hb) = self.hosts.get_or_insert_slot(*host, || HostBase {
+                    window: w,
+                    ..HostBase::default()
+                });
+                self.host_hints.set(host_hash, i);
+                hb
+            };
             if hb.window < w {
                 hb.roll(w, &self.periodic);
             }
@@ -935,7 +989,19 @@ impl ExfilDetector {
         // One lookup on the common path: a known pair in its current window; none for
         // most records, whose pair has no state.
         let held = if self.pair_filter.may_hold(pair) {
-            self.pairs.get_mut(&(*host, *peer))
+            let key = (*host, *peer);
+            let hinted = self
+                .pair_hints
+                .get(pair)
+                .and_then(|i| self.pairs.get_mut_in(i, &key));
+            if hinted.is_some() {
+                hinted
+            } else {
+                self.pairs.get_mut_slot(&key).map(|(i, p)| {
+                    self.pair_hints.set(pair, i);
+                    p
+                })
+            }
         } else {
             None
         };
@@ -951,20 +1017,24 @@ impl ExfilDetector {
             if self.admission.add(pair, moved) < self.admit_bytes {
                 return;
             }
-            self.pairs.get_or_insert_with((*host, *peer), || Pair {
+            // Marked recently used as it is inserted: the admitting record has always
+            // marked its pair, and eviction order depends on it.
+            let fresh = move || Pair {
                 window: w,
                 ..Pair::default()
-            });
-            if self.pair_filter.add(pair) {
-                self.pair_filter.rebuild(&self.pairs);
-            }
-            // Looked up again to mark it recently used (a new key starts unmarked): the
-            // admitting record has always marked its pair, and eviction order depends on
-            // it.
-            let Some(p) = self.pairs.get_mut(&(*host, *peer)) else {
-                return;
             };
-            p
+            if self.pair_filter.add(pair) {
+                // Rare: the bitmap is rebuilt with the new pair in the map, then the
+                // pair is looked up again.
+                self.pairs.get_or_insert_touched((*host, *peer), fresh);
+                self.pair_filter.rebuild_pairs(&self.pairs);
+                let Some(p) = self.pairs.get_mut(&(*host, *peer)) else {
+                    return;
+                };
+                p
+            } else {
+                self.pairs.get_or_insert_touched((*host, *peer), fresh)
+            }
         };
         let key = (*host, *peer);
         if p.window < w {
@@ -990,7 +1060,13 @@ impl ExfilDetector {
         let gap = self.config.exfil.stitch_gap_ms;
         let mut new_conn = false;
         let mut duration = 0;
-        if let Some(c) = self.conns.get_mut(&ck) {
+        let conn = conn_hash(pair, host_port, peer_port, record.protocol);
+        let held = if self.conn_filter.may_hold(conn) {
+            self.conns.get_mut(&ck)
+        } else {
+            None
+        };
+        if let Some(c) = held {
             if record.start_ms <= c.last_ms + gap {
                 c.last_ms = c.last_ms.max(t);
                 c.first_ms = c.first_ms.min(record.start_ms);
@@ -1007,6 +1083,9 @@ impl ExfilDetector {
                 first_ms: record.start_ms.min(t),
                 last_ms: t,
             });
+            if self.conn_filter.add(conn) {
+                self.conn_filter.rebuild_conns(&self.conns);
+            }
             new_conn = true;
             duration = t - record.start_ms.min(t);
         }
@@ -1076,7 +1155,11 @@ impl Detector for ExfilDetector {
             let horizon = self
                 .watermark_ms
                 .saturating_sub(self.config.allowed_lateness_ms + self.config.exfil.stitch_gap_ms);
+            let held = self.conns.len();
             self.conns.retain(|_, c| c.last_ms >= horizon);
+            if self.conns.len() < held {
+                self.conn_filter.rebuild_conns(&self.conns);
+            }
         }
     }
 
@@ -1084,11 +1167,15 @@ impl Detector for ExfilDetector {
         out.append(&mut self.pending);
         self.close_windows_before(u64::MAX, out);
         self.conns.clear();
+        self.conn_filter.rebuild_conns(&self.conns);
     }
 
     fn state_bytes(&self) -> usize {
         self.pairs.shallow_bytes()
             + self.pair_filter.bytes()
+            + self.pair_hints.bytes()
+            + self.host_hints.bytes()
+            + self.conn_filter.bytes()
             + self.hosts.shallow_bytes()
             + self.hosts.iter().filter(|(_, h)| h.daily.is_some()).count()
                 * size_of::<HourProfile>()

@@ -356,13 +356,12 @@ impl ScanDetector {
         let min_distinct = cfg.sampled_min_distinct;
         let (llr_fail, llr_upper, llr_lower) = (self.llr_fail, self.llr_upper, self.llr_lower);
         let mut created = false;
-        let mut src = self.sources.get_or_insert_with(key, || {
+        // A new source is marked recently used, as an existing one is by the lookup.
+        let src = self.sources.get_or_insert_touched(key, || {
             created = true;
             Source::default()
         });
         if created {
-            // A new source is marked recently used, as an existing one is by the lookup.
-            src = self.sources.get_mut(&key).expect("inserted above");
             let (word, bit) = may_have_state(key);
             self.stateful[word] |= bit;
         }
