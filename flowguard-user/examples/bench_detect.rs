@@ -155,7 +155,7 @@ fn measure(name: &str, config: &DetectConfig, recs: &[FlowRecord], repeat: usize
         // only can be checked to give byte-identical results.
         let slug: String = name
             .chars()
-            .take_while(|c| c.is_ascii_alphanumeric())
+            .take_while(char::is_ascii_alphanumeric)
             .collect();
         let path = std::path::Path::new(&dir).join(format!("{slug}.json"));
         let json = serde_json::to_string_pretty(&findings).expect("findings serialize");
@@ -269,6 +269,10 @@ fn churn(n: u64, cap: usize) -> String {
     table
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one dataset after another, then the table"
+)]
 fn main() {
     if let Some(core) = core_affinity::get_core_ids().and_then(|c| c.into_iter().last()) {
         core_affinity::set_for_current(core);
