@@ -393,6 +393,14 @@ impl SlotHints {
 mod tests {
     use super::*;
 
+    /// Every slot's key, value and reference bit, in slab order.
+    fn slab(m: &BoundedMap<u32, u32>) -> Vec<(u32, u32, bool)> {
+        m.slots
+            .iter()
+            .map(|s| (s.key, s.value, s.referenced))
+            .collect()
+    }
+
     #[test]
     fn holds_at_most_cap_and_counts_evictions() {
         let mut m: BoundedMap<u64, u64> = BoundedMap::new(100);
@@ -449,13 +457,7 @@ mod tests {
                     one.remove(&key);
                 }
             }
-            let bits = |m: &BoundedMap<u32, u32>| {
-                m.slots
-                    .iter()
-                    .map(|s| (s.key, s.value, s.referenced))
-                    .collect::<Vec<_>>()
-            };
-            assert_eq!(bits(&two), bits(&one), "step {step}");
+            assert_eq!(slab(&two), slab(&one), "step {step}");
             assert_eq!((two.hand, two.evictions), (one.hand, one.evictions));
         }
         assert!(one.evictions() > 1000);
@@ -509,13 +511,7 @@ mod tests {
                     hinted.remove(&key);
                 }
             }
-            let bits = |m: &BoundedMap<u32, u32>| {
-                m.slots
-                    .iter()
-                    .map(|s| (s.key, s.value, s.referenced))
-                    .collect::<Vec<_>>()
-            };
-            assert_eq!(bits(&plain), bits(&hinted), "step {step}");
+            assert_eq!(slab(&plain), slab(&hinted), "step {step}");
             assert_eq!(
                 (plain.hand, plain.evictions),
                 (hinted.hand, hinted.evictions)

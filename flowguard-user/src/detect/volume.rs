@@ -589,7 +589,7 @@ impl VolumeDetector {
     /// established TCP and stop before it).
     #[inline(never)]
     #[expect(clippy::cast_precision_loss, reason = "rates in f32")]
-    fn count(&mut self, r: &FlowRecord, end: u64, owned: Owned) {
+    fn count(&mut self, r: &FlowRecord, end: u64, (src_owned, dst_owned): (bool, bool)) {
         let slot_ms = self.params.slot_ms;
         let last_slot = end / slot_ms;
         let start = if r.start_ms == 0 {
@@ -610,11 +610,8 @@ impl VolumeDetector {
             sampled: r.sampling_interval > 1,
         };
         let (src, dst) = (r.src_addr, r.dst_addr);
-        let take = |a: IpAddr, owned: Option<bool>| {
-            !common::is_group_or_unspecified(a)
-                && owned.unwrap_or_else(|| self.filter.as_ref().is_none_or(|f| f(a)))
-        };
-        let (take_dst, take_src) = (take(dst, owned.dst), take(src, owned.src));
+        let take = |a: IpAddr, owned: bool| owned && !common::is_group_or_unspecified(a);
+        let (take_dst, take_src) = (take(dst, dst_owned), take(src, src_owned));
         if take_dst {
             self.add_host(VKey::victim(dst), src, &share);
         }
@@ -1350,10 +1347,10 @@ fn hw_update(hw: &mut HoltWinters, now_ms: u64, x: [f64; 3], alpha: f64) {
 }
 
 impl VolumeDetector {
-    /// Counts a record into its series; `owned` says which ends this shard keeps series
-    /// for, where the router already knows (else the host filter decides).
+    /// Counts a record into its series; `owned` says whether this shard keeps the series
+    /// of its source and of its destination.
     #[inline]
-    fn observe_owned(&mut self, record: &FlowRecord, owned: Owned) {
+    fn observe_owned(&mut self, record: &FlowRecord, owned: (bool, bool)) {
         let end = common::event_ms(record);
         if end + self.config.allowed_lateness_ms < self.watermark_ms {
             // Still counted: a quiet series may hold its slots open, and the others judge
@@ -1375,29 +1372,19 @@ impl VolumeDetector {
     }
 }
 
-/// Whether this shard keeps the series of a record's source and destination, when the
-/// router has said so ([`Sides`]); `None` asks the host filter.
-#[derive(Clone, Copy, Debug, Default)]
-struct Owned {
-    src: Option<bool>,
-    dst: Option<bool>,
-}
-
 impl Detector for VolumeDetector {
     fn name(&self) -> &'static str {
         "volume"
     }
 
     fn observe(&mut self, record: &FlowRecord) {
-        self.observe_owned(record, Owned::default());
+        let owns = |a: IpAddr| self.filter.as_ref().is_none_or(|f| f(a));
+        let owned = (owns(record.src_addr), owns(record.dst_addr));
+        self.observe_owned(record, owned);
     }
 
     fn observe_routed(&mut self, record: &FlowRecord, sides: Sides) {
-        let owned = Owned {
-            src: Some(sides.src_owned),
-            dst: Some(sides.dst_owned),
-        };
-        self.observe_owned(record, owned);
+        self.observe_owned(record, (sides.src_owned, sides.dst_owned));
     }
 
     fn advance(&mut self, watermark_ms: u64, out: &mut Vec<Finding>) {
