@@ -176,11 +176,11 @@ fn run_shard(
         let input = open[slot];
         match op.recv(&receivers[input]) {
             Ok(batch) => {
-                let mut max = progress[input].map_or(0, |p| p.0);
-                for r in &batch {
-                    shard.observe_only(&r.record, r.sides);
-                    max = max.max(r.record.end_ms);
-                }
+                let max = batch
+                    .iter()
+                    .map(|r| r.record.end_ms)
+                    .fold(progress[input].map_or(0, |p| p.0), u64::max);
+                shard.observe_batch(&batch);
                 progress[input] = Some((max, Instant::now()));
                 advance_live(&mut shard, &progress, &open, IDLE_INPUT, &mut findings);
                 for f in findings.drain(..) {

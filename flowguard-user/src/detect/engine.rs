@@ -20,6 +20,12 @@ use crate::decode::FlowRecord;
 /// close windows on every record.
 pub const WATERMARK_STEP_MS: u64 = 1_000;
 
+/// Records a shard collects before handing them to its detectors as one run
+/// ([`Detector::observe_batch`]), unless the watermark moves first. 64 records of
+/// [`Routed`] (about 7 KiB) stay in the first-level cache while four detectors read them
+/// in turn, and give a detector room to load the state of records ahead.
+pub const BATCH: usize = 64;
+
 /// Builds one shard's detectors.
 pub type DetectorFactory = fn(&DetectConfig, ShardId) -> Vec<Box<dyn Detector + Send>>;
 
@@ -125,8 +131,15 @@ pub fn host_shard(addr: IpAddr, num_shards: usize) -> usize {
 }
 
 /// One shard's detectors and watermark.
+///
+/// Records fed one at a time ([`observe`](Self::observe)) wait in a run of at most
+/// [`BATCH`] until the run is full or the watermark is about to move; the detectors then
+/// take the run one detector after another. Detectors are independent of one another
+/// and nothing is emitted between watermark steps, so this gives exactly the findings
+/// of feeding every record to every detector at once.
 pub struct DetectShard {
     detectors: Vec<Box<dyn Detector + Send>>,
+    pending: Vec<Routed>,
     lateness_ms: u64,
     max_end_ms: u64,
     watermark_ms: u64,
@@ -168,6 +181,7 @@ impl DetectShard {
     pub fn new(config: &DetectConfig, factory: DetectorFactory, shard: ShardId) -> Self {
         Self {
             detectors: factory(config, shard),
+            pending: Vec::with_capacity(BATCH),
             lateness_ms: config.allowed_lateness_ms,
             max_end_ms: 0,
             watermark_ms: 0,
@@ -178,30 +192,56 @@ impl DetectShard {
 
     /// Feeds one record, advancing the watermark (and pushing findings) when event time has
     /// moved on by a step.
+    #[inline]
     pub fn observe(&mut self, record: &FlowRecord, sides: Sides, out: &mut Vec<Finding>) {
-        self.observe_only(record, sides);
-        if record.end_ms > self.max_end_ms {
-            self.max_end_ms = record.end_ms;
-            self.advance_to(self.max_end_ms.saturating_sub(self.lateness_ms), out);
-        }
-    }
-
-    /// Feeds one record without moving the watermark (the caller drives it with
-    /// [`advance_to`](Self::advance_to), e.g. from several inputs).
-    pub fn observe_only(&mut self, record: &FlowRecord, sides: Sides) {
         self.records += 1;
         if record.end_ms < self.watermark_ms {
             self.late_records += 1;
         }
-        for d in &mut self.detectors {
-            d.observe_routed(record, sides);
+        self.pending.push(Routed {
+            record: *record,
+            sides,
+        });
+        if record.end_ms > self.max_end_ms {
+            self.max_end_ms = record.end_ms;
+            // Flushes the run first if the watermark moves.
+            self.advance_to(self.max_end_ms.saturating_sub(self.lateness_ms), out);
         }
+        if self.pending.len() >= BATCH {
+            self.flush();
+        }
+    }
+
+    /// Feeds a run of records without moving the watermark (the caller drives it with
+    /// [`advance_to`](Self::advance_to), e.g. from several inputs).
+    pub fn observe_batch(&mut self, batch: &[Routed]) {
+        self.flush();
+        self.records += batch.len() as u64;
+        let watermark = self.watermark_ms;
+        self.late_records += batch.iter().filter(|r| r.record.end_ms < watermark).count() as u64;
+        for d in &mut self.detectors {
+            d.observe_batch(batch);
+        }
+    }
+
+    /// Hands the records waiting in the run to the detectors.
+    pub fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        for d in &mut self.detectors {
+            d.observe_batch(&self.pending);
+        }
+        self.pending.clear();
     }
 
     /// Moves the watermark to `target_ms` (rounded down to a step; never backwards) and lets
     /// the detectors close their windows.
     pub fn advance_to(&mut self, target_ms: u64, out: &mut Vec<Finding>) {
         if target_ms >= self.watermark_ms + WATERMARK_STEP_MS {
+            // Records observed before this step are the detectors' before it closes
+            // anything.
+            self.flush();
             self.watermark_ms = target_ms - target_ms % WATERMARK_STEP_MS;
             for d in &mut self.detectors {
                 d.advance(self.watermark_ms, out);
@@ -217,12 +257,14 @@ impl DetectShard {
 
     /// End of input.
     pub fn finish(&mut self, out: &mut Vec<Finding>) {
+        self.flush();
         for d in &mut self.detectors {
             d.finish(out);
         }
     }
 
-    /// Counters.
+    /// Counters. State bytes and evictions cover the records handed to the detectors
+    /// (see [`flush`](Self::flush)); `records` counts every record observed.
     #[must_use]
     pub fn stats(&self) -> ShardStats {
         ShardStats {
@@ -272,9 +314,12 @@ impl DetectEngine {
         }
     }
 
-    /// Every shard's counters so far.
+    /// Every shard's counters so far, after handing the detectors every record observed.
     #[must_use]
-    pub fn stats(&self) -> Vec<ShardStats> {
+    pub fn stats(&mut self) -> Vec<ShardStats> {
+        for s in &mut self.shards {
+            s.flush();
+        }
         self.shards.iter().map(DetectShard::stats).collect()
     }
 

@@ -145,6 +145,17 @@ pub trait Detector {
         let _ = sides;
         self.observe(record);
     }
+    /// Takes a run of records, in order, between two watermark steps: the same result
+    /// as [`observe_routed`](Self::observe_routed) on each in turn (the default). A
+    /// shard hands its detectors whole runs, one detector after another, so that a
+    /// detector can look ahead in the run and start loading the state of the records to
+    /// come while it works on the current one: once per-key state outgrows the caches,
+    /// waiting on those loads one record at a time is most of a detector's cost.
+    fn observe_batch(&mut self, batch: &[engine::Routed]) {
+        for r in batch {
+            self.observe_routed(&r.record, r.sides);
+        }
+    }
     /// Event time is known to have reached `watermark_ms`: close windows that end before it
     /// and push the findings they produce.
     fn advance(&mut self, watermark_ms: u64, out: &mut Vec<Finding>);

@@ -1361,3 +1361,77 @@ fn routed_sides_give_the_same_findings_as_detectors_checking_for_themselves() {
         }
     }
 }
+
+/// The old way of feeding a shard: every record to every detector at once, the watermark
+/// checked after each record. A shard collects runs of records ([`engine::BATCH`]) and
+/// hands them to its detectors one detector after another; the findings must not change.
+#[test]
+fn runs_of_records_give_the_same_findings_as_one_record_at_a_time() {
+    let scenario = crate::scenario::generate(&crate::scenario::ScenarioConfig {
+        hours: 2.0,
+        ..crate::scenario::ScenarioConfig::default()
+    });
+    let config = scenario.detect_config();
+    let router = engine::Router::new(&config, 1);
+    let shard = super::ShardId { index: 0, count: 1 };
+    let routed: Vec<engine::Routed> = scenario
+        .records
+        .iter()
+        .filter_map(|r| {
+            router.route(r).map(|route| engine::Routed {
+                record: *r,
+                sides: route.sides(0),
+            })
+        })
+        .collect();
+
+    // Each record to every detector in turn; the watermark checked every `every` records.
+    let one_at_a_time = |every: usize| {
+        let mut out = Vec::new();
+        let mut detectors = super::standard_detectors(&config, shard);
+        let (mut max_end, mut watermark) = (0u64, 0u64);
+        for run in routed.chunks(every) {
+            for r in run {
+                for d in &mut detectors {
+                    d.observe_routed(&r.record, r.sides);
+                }
+                max_end = max_end.max(r.record.end_ms);
+            }
+            let target = max_end.saturating_sub(config.allowed_lateness_ms);
+            if target >= watermark + engine::WATERMARK_STEP_MS {
+                watermark = target - target % engine::WATERMARK_STEP_MS;
+                for d in &mut detectors {
+                    d.advance(watermark, &mut out);
+                }
+            }
+        }
+        for d in &mut detectors {
+            d.finish(&mut out);
+        }
+        out
+    };
+
+    let expected = one_at_a_time(1);
+    assert!(expected.len() >= 5, "{} findings", expected.len());
+    let mut e = engine::DetectEngine::new(&config, 1, super::standard_detectors);
+    for r in &scenario.records {
+        e.observe(r);
+    }
+    assert_eq!(e.finish().0, expected, "offline: runs cut by the watermark");
+
+    // The live path: runs as a worker sends them (here 7 records), the watermark moved
+    // after each.
+    let mut live = engine::DetectShard::new(&config, super::standard_detectors, shard);
+    let mut found = Vec::new();
+    let mut max_end = 0;
+    for run in routed.chunks(7) {
+        max_end = run.iter().map(|r| r.record.end_ms).fold(max_end, u64::max);
+        live.observe_batch(run);
+        live.advance_to(
+            max_end.saturating_sub(config.allowed_lateness_ms),
+            &mut found,
+        );
+    }
+    live.finish(&mut found);
+    assert_eq!(found, one_at_a_time(7), "live runs of 7");
+}
