@@ -104,12 +104,71 @@ pub struct Site {
 /// (reverse, the answer of the same conversation), plus those naming no port. Most
 /// records carry at most one port a rule names, so this leaves zero or one rule to try
 /// instead of all of them, for one probe of a small direct-mapped table per port.
+///
+/// Each group of rules also keeps the smallest v4 networks holding all of its rules'
+/// source and destination networks (their common prefixes), so that a v4 record on a
+/// named port that no rule of the port can cover, such as a workstation's DNS query
+/// when only the resolvers' forwarding is allowed, is turned away with two mask
+/// tests instead of a walk over the rules.
 #[derive(Clone, Debug)]
 struct RuleIndex {
-    /// (port, rules naming it) at `port % PORT_SLOTS`; an empty slot has mask 0.
-    by_port: [(u16, u64); PORT_SLOTS],
+    /// The rules naming a port, at `port % PORT_SLOTS`, with those naming none; a slot
+    /// no port names holds just the latter.
+    by_port: [PortRules; PORT_SLOTS],
     /// Rules naming no port.
-    any_port: u64,
+    any_port: PortRules,
+}
+
+/// Rules sharing a port (see [`RuleIndex`]).
+#[derive(Clone, Copy, Debug, Default)]
+struct PortRules {
+    port: u16,
+    /// The rules, as a bit mask.
+    rules: u64,
+    /// (network, mask) holding every v4 source network of the rules.
+    from: (u32, u32),
+    /// The same for destinations.
+    to: (u32, u32),
+}
+
+impl PortRules {
+    /// Adds rule number `i`.
+    fn add(&mut self, i: usize, rule: &CompiledRule) {
+        let first = self.rules == 0;
+        self.rules |= 1 << i;
+        self.from = hull(first, self.from, rule.src);
+        self.to = hull(first, self.to, rule.dst);
+    }
+
+    /// The rules that could cover a v4 record read with `from` as the rules' source end.
+    #[inline]
+    fn covering_v4(&self, from: u32, to: u32) -> u64 {
+        if from & self.from.1 == self.from.0 && to & self.to.1 == self.to.0 {
+            self.rules
+        } else {
+            0
+        }
+    }
+}
+
+/// The smallest v4 network holding `acc` (unless `first`) and the v4 addresses `net`
+/// can hold: a v6 network holds none, so it widens nothing; "any" widens to all.
+fn hull(first: bool, acc: (u32, u32), net: Net) -> (u32, u32) {
+    let (n, m) = match net {
+        Net::Any => (0, 0),
+        Net::V4(n, m) => (n, m),
+        Net::V6(..) => return acc,
+    };
+    if first {
+        return (n, m);
+    }
+    // Keep the leading bits both networks fix and agree on.
+    let agree = !(acc.0 ^ n) & acc.1 & m;
+    let mask = match agree.leading_ones() {
+        0 => 0,
+        len => u32::MAX << (32 - len),
+    };
+    (acc.0 & mask, mask)
 }
 
 /// Slots of [`RuleIndex::by_port`]: room for a site's handful of distinct ports.
@@ -122,30 +181,58 @@ impl RuleIndex {
         if rules.len() > 64 {
             return None;
         }
-        let mut index = Self {
-            by_port: [(0, 0); PORT_SLOTS],
-            any_port: 0,
-        };
+        let mut any_port = PortRules::default();
         for (i, rule) in rules.iter().enumerate() {
-            let bit = 1u64 << i;
+            if rule.dst_port.is_none() {
+                any_port.add(i, rule);
+            }
+        }
+        // Every slot starts as the rules naming no port (port 0 in an unnamed slot
+        // then finds just those, as it should).
+        let mut index = Self {
+            by_port: [any_port; PORT_SLOTS],
+            any_port,
+        };
+        let mut named = [false; PORT_SLOTS];
+        for (i, rule) in rules.iter().enumerate() {
             let Some(p) = rule.dst_port else {
-                index.any_port |= bit;
                 continue;
             };
-            let slot = &mut index.by_port[usize::from(p) % PORT_SLOTS];
-            if slot.1 != 0 && slot.0 != p {
+            let k = usize::from(p) % PORT_SLOTS;
+            let slot = &mut index.by_port[k];
+            if named[k] && slot.port != p {
                 return None;
             }
-            *slot = (p, slot.1 | bit);
+            named[k] = true;
+            slot.port = p;
+            slot.add(i, rule);
         }
         Some(index)
     }
 
-    /// Rules naming `port`.
+    /// The rules for records on `port`: those naming it or none.
+    #[inline]
+    fn slot(&self, port: u16) -> &PortRules {
+        let slot = &self.by_port[usize::from(port) % PORT_SLOTS];
+        if slot.port == port {
+            slot
+        } else {
+            &self.any_port
+        }
+    }
+
+    /// Rules naming `port` or none.
     #[inline]
     fn naming(&self, port: u16) -> u64 {
-        let (p, mask) = self.by_port[usize::from(port) % PORT_SLOTS];
-        if p == port { mask } else { 0 }
+        self.slot(port).rules
+    }
+
+    /// Rules that could cover a v4 record on `port` read with `from` as the rules'
+    /// source end: those naming `port` or none, less those whose networks cannot hold
+    /// the ends.
+    #[inline]
+    fn covering_v4(&self, port: u16, from: u32, to: u32) -> u64 {
+        self.slot(port).covering_v4(from, to)
     }
 }
 
@@ -293,7 +380,11 @@ impl Site {
 
     /// For a record detection looks at (see [`wants`](Self::wants)): whether its source
     /// and its destination are internal. `None` for the others.
-    #[inline]
+    #[inline(always)]
+    #[expect(
+        clippy::inline_always,
+        reason = "the routing hot path: one call per record, whose rule tests stay out of line"
+    )]
     #[must_use]
     pub fn classify(&self, r: &FlowRecord) -> Option<(bool, bool)> {
         // Two v4 ends, nearly every record: with both addresses known to be v4, the
@@ -303,7 +394,17 @@ impl Site {
         };
         let (src, dst) = (src.to_bits(), dst.to_bits());
         let sides = (self.home.contains_v4(src), self.home.contains_v4(dst));
-        ((sides.0 || sides.1) && !self.allowed_canonical(r, src, dst)).then_some(sides)
+        if !(sides.0 || sides.1) {
+            return None;
+        }
+        // Most records name no port an allow rule names, or come from hosts no rule of
+        // the port names: that much is decided here, and only the others go out of
+        // line to test rules.
+        let (forward, reverse) = self.candidates_v4(r, src, dst);
+        if (forward | reverse) != 0 && self.allowed_by(r, src, dst, forward, reverse) {
+            return None;
+        }
+        Some(sides)
     }
 
     /// [`classify`](Self::classify) for records with a v6 end.
@@ -316,20 +417,58 @@ impl Site {
 
     #[inline]
     fn allowed_canonical<A: RuleAddr>(&self, r: &FlowRecord, src: A, dst: A) -> bool {
+        let (forward, reverse) = self.candidates(r);
+        (forward | reverse) != 0 && self.allowed_by(r, src, dst, forward, reverse)
+    }
+
+    /// The rules that could cover `r` read forward and reversed, as masks over
+    /// `self.allow` (`u64::MAX` each when the rules are not indexed): `(0, 0)` for a
+    /// record of a protocol no rule names, or naming no port a rule names.
+    #[inline]
+    fn candidates(&self, r: &FlowRecord) -> (u64, u64) {
         if self.allow_protocols[usize::from(r.protocol) / 64] & (1 << (r.protocol % 64)) == 0 {
-            return false;
+            return (0, 0);
         }
-        let Some(index) = &self.candidates else {
+        match &self.candidates {
+            Some(index) => (index.naming(r.dst_port), index.naming(r.src_port)),
+            None => (u64::MAX, u64::MAX),
+        }
+    }
+
+    /// [`candidates`](Self::candidates) for a record with two v4 ends `src` and `dst`,
+    /// less the rules whose networks cannot hold them.
+    #[inline]
+    fn candidates_v4(&self, r: &FlowRecord, src: u32, dst: u32) -> (u64, u64) {
+        if self.allow_protocols[usize::from(r.protocol) / 64] & (1 << (r.protocol % 64)) == 0 {
+            return (0, 0);
+        }
+        match &self.candidates {
+            Some(index) => (
+                index.covering_v4(r.dst_port, src, dst),
+                index.covering_v4(r.src_port, dst, src),
+            ),
+            None => (u64::MAX, u64::MAX),
+        }
+    }
+
+    /// Whether one of the candidate rules covers `r` (forward, or reversed: the answer
+    /// of the same conversation).
+    #[inline(never)]
+    fn allowed_by<A: RuleAddr>(
+        &self,
+        r: &FlowRecord,
+        src: A,
+        dst: A,
+        forward: u64,
+        reverse: u64,
+    ) -> bool {
+        if self.candidates.is_none() {
             return self
                 .allow
                 .iter()
                 .any(|rule| rule.covers(r, src, dst, true) || rule.covers(r, dst, src, false));
-        };
-        let forward = index.any_port | index.naming(r.dst_port);
-        let reverse = index.any_port | index.naming(r.src_port);
-        (forward | reverse) != 0
-            && (self.any_covers(forward, r, src, dst, true)
-                || self.any_covers(reverse, r, dst, src, false))
+        }
+        self.any_covers(forward, r, src, dst, true) || self.any_covers(reverse, r, dst, src, false)
     }
 
     /// Whether one of the rules in the bit mask `rules` covers `r` with `from` as the
@@ -659,32 +798,39 @@ mod tests {
         for rule in [
             r#"{"src":"10.0.0.0/30","dst":"203.0.113.0/28","dst_port":22,"daily_window_utc_minutes":[1380,240]}"#,
             r#"{"dst":"203.0.113.8/29","protocol":17}"#,
-            r#"{"src":"fc00::/126","dst_port":443}"#,
+            r#"{"src":"fc00::/126","dst_port":993}"#,
             r#"{"dst_port":123,"protocol":17,"daily_window_utc_minutes":[60,120]}"#,
+            // Resolvers forwarding to two upstreams: one port, sources in one /30.
+            r#"{"src":"10.0.0.52/30","dst":"9.9.9.9/32","dst_port":53,"protocol":17}"#,
+            r#"{"src":"10.0.0.52/30","dst":"8.8.8.8/32","dst_port":53,"protocol":17}"#,
+            r#"{"src":"fc00::/7","dst_port":53}"#,
         ] {
             c.allow.push(serde_json::from_str(rule).unwrap());
         }
-        agrees(&c);
+        agrees(&c, true);
         // Two rules naming one port, and more rules than the candidate index holds.
         c.allow
             .push(serde_json::from_str(r#"{"src":"fc00::9/128","dst_port":22}"#).unwrap());
-        agrees(&c);
+        agrees(&c, true);
         for i in 0..64 {
             let filler = format!(r#"{{"src":"192.0.2.{i}/32","dst_port":{}}}"#, 1000 + i);
             c.allow.push(serde_json::from_str(&filler).unwrap());
         }
-        agrees(&c);
+        agrees(&c, false);
     }
 
     /// `Site` gives `DetectConfig`'s answers over addresses × ports × protocols × hours.
-    fn agrees(c: &DetectConfig) {
+    fn agrees(c: &DetectConfig, indexed: bool) {
         let site = Site::new(c);
+        assert_eq!(site.candidates.is_some(), indexed);
         let addrs: Vec<IpAddr> = [
             "10.0.0.1",
             "10.0.0.5",
             "203.0.113.3",
             "203.0.113.9",
             "8.8.8.8",
+            "9.9.9.9",
+            "10.0.0.53",
             "::ffff:10.0.0.2",
             "::ffff:203.0.113.1",
             "fc00::1",
@@ -699,8 +845,15 @@ mod tests {
         for &src in &addrs {
             assert_eq!(site.is_internal(src), c.is_internal(src), "{src}");
             for &dst in &addrs {
-                for (src_port, dst_port) in [(50_000, 22), (22, 50_000), (40_000, 443), (123, 123)]
-                {
+                for (src_port, dst_port) in [
+                    (50_000, 22),
+                    (22, 50_000),
+                    (40_000, 993),
+                    (123, 123),
+                    (50_000, 53),
+                    (53, 50_000),
+                    (0, 0),
+                ] {
                     for protocol in [6, 17] {
                         for hour in [0, 1, 12, 23] {
                             let r = FlowRecord {
@@ -716,6 +869,12 @@ mod tests {
                             };
                             let want = c.allowed(&r);
                             assert_eq!(site.allowed(&r), want, "{r:?}");
+                            let sides = (c.is_internal(src), c.is_internal(dst));
+                            assert_eq!(
+                                site.classify(&r),
+                                ((sides.0 || sides.1) && !want).then_some(sides),
+                                "{r:?}"
+                            );
                             checked += 1;
                             allowed += usize::from(want);
                         }
