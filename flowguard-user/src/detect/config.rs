@@ -473,7 +473,7 @@ impl Site {
 
     /// Whether one of the rules in the bit mask `rules` covers `r` with `from` as the
     /// rule's source end.
-    #[inline(always)]
+    #[inline]
     fn any_covers<A: RuleAddr>(
         &self,
         mut rules: u64,
@@ -497,7 +497,7 @@ impl CompiledRule {
     /// Whether this rule covers `r` read with `from` as the rule's source and `to` as
     /// its destination: `forward` as exported, or reversed (the rule's port is then the
     /// record's source port, the answer of the same conversation).
-    #[inline(always)]
+    #[inline]
     fn covers<A: RuleAddr>(&self, r: &FlowRecord, from: A, to: A, forward: bool) -> bool {
         let port = if forward { r.dst_port } else { r.src_port };
         self.protocol.is_none_or(|p| p == r.protocol)

@@ -199,9 +199,7 @@ impl DetectShard {
     #[inline]
     pub fn observe(&mut self, record: &FlowRecord, sides: Sides, out: &mut Vec<Finding>) {
         self.records += 1;
-        if record.end_ms < self.watermark_ms {
-            self.late_records += 1;
-        }
+        self.late_records += u64::from(record.end_ms < self.watermark_ms);
         self.pending.push(Routed {
             record: *record,
             sides,
@@ -229,6 +227,7 @@ impl DetectShard {
     }
 
     /// Hands the records waiting in the run to the detectors.
+    #[inline(never)]
     pub fn flush(&mut self) {
         if self.pending.is_empty() {
             return;
@@ -241,15 +240,21 @@ impl DetectShard {
 
     /// Moves the watermark to `target_ms` (rounded down to a step; never backwards) and lets
     /// the detectors close their windows.
+    #[inline]
     pub fn advance_to(&mut self, target_ms: u64, out: &mut Vec<Finding>) {
         if target_ms >= self.watermark_ms + WATERMARK_STEP_MS {
-            // Records observed before this step are the detectors' before it closes
-            // anything.
-            self.flush();
-            self.watermark_ms = target_ms - target_ms % WATERMARK_STEP_MS;
-            for d in &mut self.detectors {
-                d.advance(self.watermark_ms, out);
-            }
+            self.step_to(target_ms, out);
+        }
+    }
+
+    /// [`advance_to`](Self::advance_to) once the watermark is known to move.
+    #[inline(never)]
+    fn step_to(&mut self, target_ms: u64, out: &mut Vec<Finding>) {
+        // Records observed before this step are the detectors' before it closes anything.
+        self.flush();
+        self.watermark_ms = target_ms - target_ms % WATERMARK_STEP_MS;
+        for d in &mut self.detectors {
+            d.advance(self.watermark_ms, out);
         }
     }
 
