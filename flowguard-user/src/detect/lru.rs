@@ -89,6 +89,7 @@ pub type FxBuildHasher = BuildHasherDefault<FxHasher>;
 /// prefetch those records' state, so that its loads from the outer caches overlap with
 /// the work on the current record instead of stalling it one record at a time.
 #[inline(always)]
+#[expect(clippy::inline_always, reason = "one instruction; a call would cost more")]
 pub fn prefetch<T>(value: &T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch never faults and never changes memory; `value` is a live
@@ -187,6 +188,25 @@ impl<K: Hash + Eq + Copy, V> BoundedMap<K, V> {
         Some(&mut s.value)
     }
 
+    /// Whether slot `slot` holds `key` (a [`SlotHints`] entry checked before use).
+    #[inline]
+    #[must_use]
+    pub fn holds(&self, slot: u32, key: &K) -> bool {
+        self.slots.get(slot as usize).is_some_and(|s| s.key == *key)
+    }
+
+    /// The value in slot `slot`, marking it recently used as [`Self::get_mut`] would.
+    ///
+    /// # Panics
+    /// If there is no such slot: pass a number [`Self::holds`] confirmed or a lookup
+    /// returned.
+    #[inline]
+    pub fn slot_mut(&mut self, slot: u32) -> &mut V {
+        let s = &mut self.slots[slot as usize];
+        s.referenced = true;
+        &mut s.value
+    }
+
     /// The value of `key`, without touching its recency.
     #[inline]
     #[must_use]
@@ -221,6 +241,23 @@ impl<K: Hash + Eq + Copy, V> BoundedMap<K, V> {
     #[inline]
     pub fn get_or_insert_touched(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
         self.get_or_insert_marked(key, make, true)
+    }
+
+    /// [`Self::get_or_insert_touched`] that also returns the key's slot number, for a
+    /// [`SlotHints`].
+    #[inline]
+    pub fn get_or_insert_touched_slot(
+        &mut self,
+        key: K,
+        make: impl FnOnce() -> V,
+    ) -> (u32, &mut V) {
+        if let Some(&i) = self.index.get(&key) {
+            let slot = &mut self.slots[i as usize];
+            slot.referenced = true;
+            return (i, &mut slot.value);
+        }
+        let i = self.insert_new(key, make, true);
+        (i, &mut self.slots[i as usize].value)
     }
 
     /// Finds `key` (marking it) or inserts `make()` with the reference bit `mark`.

@@ -75,7 +75,7 @@ use super::{
     Category, Detector, Entities, Finding, Sides,
     common::{self, HostFilter, SAMPLED_CONFIDENCE, num},
     config::{DetectConfig, ScanConfig},
-    lru::BoundedMap,
+    lru::{BoundedMap, SlotHints},
     sketch::{DistinctCounter, addr_hash, mix64},
 };
 use crate::decode::FlowRecord;
@@ -87,6 +87,8 @@ const CONTACT_FILTER: usize = 8;
 const STATEFUL_BITS: u32 = 16;
 /// Words of [`ScanDetector::stateful`] (64 bits each).
 const STATEFUL_WORDS: usize = 1 << (STATEFUL_BITS - 6);
+/// log2 of the buckets of [`ScanDetector::hints`].
+const HINT_BITS: u32 = 13;
 
 const HORIZONTAL: usize = 0;
 const VERTICAL: usize = 1;
@@ -184,6 +186,10 @@ enum Outcome {
 pub struct ScanDetector {
     config: DetectConfig,
     sources: BoundedMap<IpAddr, Source>,
+    /// Where each source was last found in `sources`, by [`source_hash`]: a source with
+    /// state is then found with one key comparison instead of hashing its address again
+    /// for the index. 32 KiB, fixed.
+    hints: SlotHints,
     /// One bit per address-hash bucket ([`may_have_state`]), set for every source given
     /// state and rebuilt from the map at each sweep: a clear bit proves that a source has
     /// no state, so the successes of ordinary clients (most records) skip the map lookup.
@@ -212,6 +218,7 @@ impl ScanDetector {
         Self {
             config: config.clone(),
             sources: BoundedMap::new(config.max_keys_per_detector),
+            hints: SlotHints::new(HINT_BITS),
             stateful: vec![0; STATEFUL_WORDS].into_boxed_slice(),
             pending: Vec::new(),
             filter: None,
@@ -257,7 +264,8 @@ impl ScanDetector {
     /// to the prober), else the other way round. The targeted port is `dst_port` for TCP
     /// and UDP, 0 for ICMP. Only two bytes come back, so the addresses are read where they
     /// are needed.
-    #[inline]
+    #[inline(always)]
+    #[expect(clippy::inline_always, reason = "once per record, into `observe_if`")]
     fn classify(r: &FlowRecord) -> Option<(bool, Outcome)> {
         match r.protocol {
             6 => {
@@ -357,14 +365,23 @@ impl ScanDetector {
         let (llr_fail, llr_upper, llr_lower) = (self.llr_fail, self.llr_upper, self.llr_lower);
         let mut created = false;
         // A new source is marked recently used, as an existing one is by the lookup.
-        let src = self.sources.get_or_insert_touched(key, || {
-            created = true;
-            Source::default()
-        });
+        let hash = source_hash(key);
+        let slot = match self.hints.get(hash) {
+            Some(slot) if self.sources.holds(slot, &key) => slot,
+            _ => {
+                let (slot, _) = self.sources.get_or_insert_touched_slot(key, || {
+                    created = true;
+                    Source::default()
+                });
+                self.hints.set(hash, slot);
+                slot
+            }
+        };
         if created {
-            let (word, bit) = may_have_state(key);
+            let (word, bit) = stateful_bit(hash);
             self.stateful[word] |= bit;
         }
+        let src = self.sources.slot_mut(slot);
         if src.last_ms != 0 && now_ms > src.last_ms + slow_ms {
             // Silence for a whole slow window: a new episode.
             *src = Source::default();
@@ -463,10 +480,21 @@ impl ScanDetector {
     /// line, like [`Self::record_attempt`], so that `observe` stays small for the records
     /// that stop at the filter.
     #[inline(never)]
-    fn record_success(&mut self, key: IpAddr, dst: IpAddr, now_ms: u64) {
-        if let Some(src) = self.sources.get_mut(&key) {
-            src.success(dst, now_ms, self.llr_success, self.llr_lower);
-        }
+    fn record_success(&mut self, key: IpAddr, hash: u64, dst: IpAddr, now_ms: u64) {
+        let slot = match self.hints.get(hash) {
+            Some(slot) if self.sources.holds(slot, &key) => slot,
+            _ => {
+                let Some((slot, _)) = self.sources.get_mut_slot(&key) else {
+                    return;
+                };
+                self.hints.set(hash, slot);
+                slot
+            }
+        };
+        let (llr_success, llr_lower) = (self.llr_success, self.llr_lower);
+        self.sources
+            .slot_mut(slot)
+            .success(dst, now_ms, llr_success, llr_lower);
     }
 
     /// The score of `kind` for `src` as its state stands.
@@ -739,11 +767,12 @@ fn estimate(observed: u32, interval: u32, sampled_min_distinct: usize) -> f64 {
     }
 }
 
-/// The word and bit of [`ScanDetector::stateful`] for source `key`: Fibonacci hashing
-/// (Knuth, TAOCP vol. 3, 6.4) of the address bits, one multiply, which spreads the
-/// consecutive addresses of a subnet over the table.
+/// The hash of source `key` for [`ScanDetector::stateful`] and [`ScanDetector::hints`]:
+/// Fibonacci hashing (Knuth, TAOCP vol. 3, 6.4) of the address bits, one multiply, which
+/// spreads the consecutive addresses of a subnet over the tables (each takes its bits
+/// from the top of the product).
 #[inline]
-fn may_have_state(key: IpAddr) -> (usize, u64) {
+fn source_hash(key: IpAddr) -> u64 {
     let bits = match key {
         IpAddr::V4(a) => u64::from(a.to_bits()),
         IpAddr::V6(a) => {
@@ -753,9 +782,20 @@ fn may_have_state(key: IpAddr) -> (usize, u64) {
             folded
         }
     };
-    let h = bits.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - STATEFUL_BITS);
-    let h = h as usize;
+    bits.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// The word and bit of [`ScanDetector::stateful`] for a [`source_hash`].
+#[inline]
+fn stateful_bit(hash: u64) -> (usize, u64) {
+    let h = (hash >> (64 - STATEFUL_BITS)) as usize;
     (h >> 6, 1 << (h & 63))
+}
+
+/// The word and bit of [`ScanDetector::stateful`] for source `key`.
+#[inline]
+fn may_have_state(key: IpAddr) -> (usize, u64) {
+    stateful_bit(source_hash(key))
 }
 
 /// [`Attempt::dst_tag`] of an address hash.
@@ -795,9 +835,10 @@ impl ScanDetector {
         // in `record_success`, when the filter does not rule it out).
         match outcome {
             Outcome::Success => {
-                let (word, bit) = may_have_state(key);
+                let hash = source_hash(key);
+                let (word, bit) = stateful_bit(hash);
                 if self.stateful[word] & bit != 0 {
-                    self.record_success(key, dst, now_ms);
+                    self.record_success(key, hash, dst, now_ms);
                 }
             }
             Outcome::Failed | Outcome::Probe => {
@@ -859,6 +900,8 @@ impl Detector for ScanDetector {
                 .map(|(_, s)| s.heap_bytes())
                 .sum::<usize>()
             + self.pending.capacity() * size_of::<IpAddr>()
+            + self.hints.bytes()
+            + self.stateful.len() * size_of::<u64>()
     }
 
     fn evictions(&self) -> u64 {
