@@ -443,14 +443,17 @@ impl ScanDetector {
             }
         }
         let crossed = src.crossed;
+        let interval = src.max_interval;
+        // No count can exceed the attempts kept, so a source with too few of them for a
+        // test to cross (most sources: a workstation's DNS and NTP) skips its count.
+        let reach = estimate(src.attempts.len() as u32, interval, min_distinct);
         let c = Self::window_counts(
             src,
             now_s,
             fast_s,
-            (port, !crossed[HORIZONTAL]),
-            (dst, !crossed[VERTICAL]),
+            (port, !crossed[HORIZONTAL] && reach >= h_need),
+            (dst, !crossed[VERTICAL] && reach >= v_need),
         );
-        let interval = src.max_interval;
         let (h_fast, h_slow, v_fast, v_slow) = (c[0], c[1], c[2], c[3]);
         let h_fast_hit = estimate(h_fast, interval, min_distinct) >= h_need;
         let v_fast_hit = estimate(v_fast, interval, min_distinct) >= v_need;
