@@ -224,6 +224,11 @@ pub struct BeaconDetector {
     watermark_ms: u64,
     next_eval_ms: u64,
     data_first_ms: u64,
+    /// At most the least `last_ms` of any series (`u64::MAX`: none yet), so that
+    /// evaluation can tell without a pass over the series that none has expired.
+    series_oldest_ms: u64,
+    /// The same for the first-seen table.
+    first_oldest_ms: u64,
     late: u64,
     scratch: Scratch,
     /// Scratch for [`sort_events`]: the out-of-order tail and the merged sequence.
@@ -259,6 +264,8 @@ impl BeaconDetector {
             watermark_ms: 0,
             next_eval_ms: 0,
             data_first_ms: u64::MAX,
+            series_oldest_ms: u64::MAX,
+            first_oldest_ms: u64::MAX,
             late: 0,
             scratch: Scratch::default(),
             event_scratch: [Vec::new(), Vec::new()],
@@ -486,6 +493,7 @@ impl BeaconDetector {
                 }
             });
             if created {
+                self.first_oldest_ms = self.first_oldest_ms.min(end);
                 return;
             }
             f.sampled |= sampled;
@@ -503,6 +511,7 @@ impl BeaconDetector {
                 return;
             }
             let f = self.first.remove(&fk).expect("present");
+            self.series_oldest_ms = self.series_oldest_ms.min(f.last_ms);
             // Room for a few connections up front: growing from one event a step at a time
             // cost more (in `realloc`) than the pushes themselves.
             let mut events = Vec::with_capacity(INITIAL_EVENTS);
@@ -557,6 +566,7 @@ impl BeaconDetector {
                 dirty: true,
                 ..Series::default()
             };
+            self.series_oldest_ms = 0;
             return;
         };
         if s.events.len() >= max_events {
@@ -586,12 +596,37 @@ impl BeaconDetector {
         let horizon = self.config.beacon.horizon_ms;
         let now = self.watermark_ms;
         // Drop series silent for the whole horizon (the episode is over), and
-        // connections that fell out of the horizon.
-        self.series.retain(|_, s| s.last_ms + horizon >= now);
-        self.first.retain(|_, f| f.last_ms + horizon >= now);
+        // connections that fell out of the horizon. Each table is only swept when its
+        // oldest entry may have expired: otherwise the sweep would keep every entry, and
+        // change nothing else either (it moves the eviction hand only once evictions
+        // have started).
+        if self.series.evictions() > 0 || self.series_oldest_ms.saturating_add(horizon) < now {
+            let mut oldest = u64::MAX;
+            self.series.retain(|_, s| {
+                let keep = s.last_ms + horizon >= now;
+                if keep {
+                    oldest = oldest.min(s.last_ms);
+                }
+                keep
+            });
+            self.series_oldest_ms = oldest;
+        }
+        if self.first.evictions() > 0 || self.first_oldest_ms.saturating_add(horizon) < now {
+            let mut oldest = u64::MAX;
+            self.first.retain(|_, f| {
+                let keep = f.last_ms + horizon >= now;
+                if keep {
+                    oldest = oldest.min(f.last_ms);
+                }
+                keep
+            });
+            self.first_oldest_ms = oldest;
+        }
+        // The keys to score, with their slots (nothing below moves a series).
         let mut ordered: Vec<SeriesKey> = Vec::new();
+        let mut slots: Vec<u32> = Vec::new();
         let [tail, merged] = &mut self.event_scratch;
-        for (k, s) in self.series.iter_mut() {
+        for (slot, (k, s)) in (0u32..).zip(self.series.iter_mut()) {
             if !s.dirty {
                 continue;
             }
@@ -608,9 +643,12 @@ impl BeaconDetector {
                     s.out_of_order = false;
                 }
                 ordered.push(*k);
+                slots.push(slot);
             }
         }
-        let keys = sort_keys(&ordered);
+        let order = sort_order(&ordered);
+        let keys: Vec<SeriesKey> = order.iter().map(|&i| ordered[i as usize]).collect();
+        let mut hosts = HostsCache::new();
         let threshold = self.config.beacon.threshold;
         let mut pair_start = 0;
         while pair_start < keys.len() {
@@ -622,14 +660,16 @@ impl BeaconDetector {
             let mut any_reported = false;
             let ctx = ScoreContext {
                 config: &self.config,
-                prevalence: &self.prevalence,
                 watermark_ms: self.watermark_ms,
                 data_first_ms: self.data_first_ms,
             };
-            for key in &keys[pair_start..pair_end] {
-                // The series is scored where it lies (one lookup, which also marks it
-                // recently used).
-                let Some(s) = self.series.get_mut(key) else {
+            for (key, &i) in keys[pair_start..pair_end]
+                .iter()
+                .zip(&order[pair_start..pair_end])
+            {
+                // The series is scored where it lies (found by its slot, which also marks
+                // it recently used, as a lookup would).
+                let Some(s) = self.series.get_mut_in(slots[i as usize], key) else {
                     continue;
                 };
                 let (sampled, reported) = (s.sampled, s.reported);
@@ -645,7 +685,7 @@ impl BeaconDetector {
                     s.base_ms,
                     s.decimation,
                     sampled,
-                    dst,
+                    hosts.get(&self.prevalence, dst),
                     need,
                 );
                 any_reported |= reported > 0.0;
@@ -710,7 +750,6 @@ impl BeaconDetector {
         };
         let ctx = ScoreContext {
             config: &self.config,
-            prevalence: &self.prevalence,
             watermark_ms: self.watermark_ms,
             data_first_ms: self.data_first_ms,
         };
@@ -721,7 +760,7 @@ impl BeaconDetector {
             base,
             decimation,
             sampled,
-            dst,
+            self.prevalence.hosts(dst),
             need,
         ) else {
             return;
@@ -743,9 +782,44 @@ impl BeaconDetector {
 /// What [`score_events`] reads of the detector besides the series.
 struct ScoreContext<'a> {
     config: &'a DetectConfig,
-    prevalence: &'a Prevalence,
     watermark_ms: u64,
     data_first_ms: u64,
+}
+
+/// [`Prevalence::hosts`] of the destinations scored in one evaluation, direct-mapped by
+/// address: a destination that many internal hosts use (the series whose damping rules
+/// them out before any statistics, most of those scored) comes back for many sources,
+/// and counting its hosts costs a map lookup and a logarithm each time. Prevalence does
+/// not change during an evaluation, so a cached count is the count.
+struct HostsCache {
+    entries: [(IpAddr, f64); HOSTS_CACHE],
+    /// Bit `i`: entry `i` is filled.
+    filled: u64,
+}
+
+const HOSTS_CACHE: usize = 64;
+
+impl HostsCache {
+    fn new() -> Self {
+        Self {
+            entries: [(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0.0); HOSTS_CACHE],
+            filled: 0,
+        }
+    }
+
+    /// `prevalence.hosts(dst)`.
+    fn get(&mut self, prevalence: &Prevalence, dst: IpAddr) -> f64 {
+        #[expect(clippy::cast_possible_truncation, reason = "masked below HOSTS_CACHE")]
+        let i = sketch::addr_hash(dst) as usize & (HOSTS_CACHE - 1);
+        let entry = &mut self.entries[i];
+        if self.filled >> i & 1 == 1 && entry.0 == dst {
+            return entry.1;
+        }
+        let hosts = prevalence.hosts(dst);
+        *entry = (dst, hosts);
+        self.filled |= 1 << i;
+        hosts
+    }
 }
 
 /// Work space of [`score_events`], kept between calls.
@@ -771,7 +845,7 @@ fn score_events(
     base_ms: u64,
     decimation: u32,
     sampled: bool,
-    dst: IpAddr,
+    hosts: f64,
     need: f64,
 ) -> Option<Scored> {
     let min = ctx.config.beacon.min_connections.max(3);
@@ -793,7 +867,6 @@ fn score_events(
         .min(ctx.config.beacon.horizon_ms)
         .max(1);
     let coverage = ((last_ms - first_ms) as f64 / data_span as f64).clamp(0.0, 1.0);
-    let hosts = ctx.prevalence.hosts(dst);
     let damp = common::prevalence_damping(hosts, ctx.config.prevalence_hosts);
     let conf = if sampled { SAMPLED_CONFIDENCE } else { 1.0 };
     if (0.75 + 0.25 * coverage) * damp * conf < need - 1e-9 {
@@ -992,12 +1065,12 @@ fn mad_sorted(values: &[f64], median: f64, scratch: &mut Vec<f64>) -> f64 {
     stats::median_sorted(scratch)
 }
 
-/// `keys` (distinct) in the order of `keys.sort_unstable()`, by plain integers instead
-/// of `IpAddr`'s comparison: each key becomes the bit string of [`SeriesKey::order`]
-/// (source family, its 128 bits, destination family, its bits, port, protocol: 282 bits,
-/// big-endian in five words, so that the words compare as the key), with the key's index
-/// in the 38 bits left over.
-fn sort_keys(keys: &[SeriesKey]) -> Vec<SeriesKey> {
+/// The indices of `keys` (distinct) in the order of `keys.sort_unstable()`, by plain
+/// integers instead of `IpAddr`'s comparison: each key becomes the bit string of
+/// [`SeriesKey::order`] (source family, its 128 bits, destination family, its bits, port,
+/// protocol: 282 bits, big-endian in five words, so that the words compare as the key),
+/// with the key's index in the 38 bits left over.
+fn sort_order(keys: &[SeriesKey]) -> Vec<u32> {
     // Usually every v6 address has bits from 2^32 on (v4 addresses are below), and then
     // the bits alone order (family, bits) as the key does: sort by those, three plain
     // integers per key, moving only 4-byte indices.
@@ -1012,7 +1085,7 @@ fn sort_keys(keys: &[SeriesKey]) -> Vec<SeriesKey> {
     if plain.len() == keys.len() {
         let mut order: Vec<u32> = (0..).take(keys.len()).collect();
         order.sort_unstable_by(|&a, &b| plain[a as usize].cmp(&plain[b as usize]));
-        return order.iter().map(|&i| keys[i as usize]).collect();
+        return order;
     }
     let mut packed: Vec<[u64; 5]> = (0u64..)
         .zip(keys)
@@ -1032,10 +1105,7 @@ fn sort_keys(keys: &[SeriesKey]) -> Vec<SeriesKey> {
     packed.sort_unstable();
     packed
         .iter()
-        .map(|w| {
-            let i = (w[4] & ((1 << 38) - 1)) as usize;
-            keys[i]
-        })
+        .map(|w| (w[4] & ((1 << 38) - 1)) as u32)
         .collect()
 }
 
@@ -1172,12 +1242,13 @@ fn sort_events(events: &mut [Event], tail: &mut Vec<Event>, merged: &mut Vec<Eve
 fn round_non_negative(x: f64) -> f64 {
     const INTEGRAL: f64 = 4_503_599_627_370_496.0; // 2^52
     if (0.0..INTEGRAL).contains(&x) {
+        // Through i64, not u64: the same truncation on this range, in one instruction
+        // (the baseline target converts to u64 with a branch and a fix-up).
         #[expect(
             clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
             reason = "0 <= x < 2^52: truncation toward zero, exactly"
         )]
-        let floor = x as u64 as f64;
+        let floor = x as i64 as f64;
         if x - floor >= 0.5 { floor + 1.0 } else { floor }
     } else {
         x.round()
@@ -1299,6 +1370,8 @@ impl Detector for BeaconDetector {
         }
         self.series.clear();
         self.first.clear();
+        self.series_oldest_ms = u64::MAX;
+        self.first_oldest_ms = u64::MAX;
     }
 
     fn state_bytes(&self) -> usize {
