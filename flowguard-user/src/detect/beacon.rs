@@ -1071,6 +1071,14 @@ impl BeaconDetector {
         // The keys to score, with their slots (nothing below moves a series).
         let mut ordered: Vec<SeriesKey> = Vec::new();
         let mut slots: Vec<u32> = Vec::new();
+        // Series of a destination so prevalent that its damping alone keeps every score
+        // below the threshold: the best a series (or a pair's merged series) can score is
+        // the damping itself (every other factor is at most 1), so scoring them would
+        // stop at `score_events`' bound and report nothing. They are left out of the sort
+        // and the scoring, and only marked recently used, as scoring marks them.
+        let mut damped: Vec<u32> = Vec::new();
+        let mut hosts = HostsCache::new();
+        let threshold = self.config.beacon.threshold;
         let [tail, merged] = &mut self.event_scratch;
         for (slot, (k, s)) in (0u32..).zip(self.series.iter_mut()) {
             if !s.dirty {
@@ -1088,14 +1096,23 @@ impl BeaconDetector {
                     sort_events(&mut s.events, tail, merged);
                     s.out_of_order = false;
                 }
-                ordered.push(*k);
-                slots.push(slot);
+                let damp = common::prevalence_damping(
+                    hosts.get(&self.prevalence, k.dst),
+                    self.config.prevalence_hosts,
+                );
+                if damp < threshold - 1e-9 {
+                    damped.push(slot);
+                } else {
+                    ordered.push(*k);
+                    slots.push(slot);
+                }
             }
+        }
+        for slot in damped {
+            self.series.touch(slot);
         }
         let order = sort_order(&ordered);
         let keys: Vec<SeriesKey> = order.iter().map(|&i| ordered[i as usize]).collect();
-        let mut hosts = HostsCache::new();
-        let threshold = self.config.beacon.threshold;
         let mut pair_start = 0;
         while pair_start < keys.len() {
             let (src, dst) = (keys[pair_start].src, keys[pair_start].dst);
