@@ -35,14 +35,17 @@
 //! Prevalence is counted per shard (each shard sees its own hosts' clients); feed the
 //! global count with [`BeaconDetector::set_prevalence`] for exact damping.
 //!
-//! Admission: a key's first connection is held in a compact first-seen table (≈ 65 bytes
+//! Admission: a key's first connection is held in a compact first-seen table (≈ 80 bytes
 //! per key with its index, no heap); its second connection promotes it to a series with
 //! both events, so the one-off (source, destination, port) keys of ordinary browsing
 //! never get a series. Scoring is skipped for a series whose best possible score (every
 //! timing, size and histogram term at 1) stays below the threshold after prevalence
 //! damping, which is the case for destinations that many internal hosts use.
 //!
-//! Byte cost per series: ≈ 130 bytes (slot, index, timing state) + 8 bytes per kept
+//! Both tables are [`Table`]s: the slab and eviction of [`lru::BoundedMap`] with an
+//! index that a run of records prefetches (see [`Detector::observe_batch`]).
+//!
+//! Byte cost per series: ≈ 140 bytes (slot, index, timing state) + 8 bytes per kept
 //! connection (room for at least 8; ≤ `max_timestamps`; when full, every other connection
 //! is dropped and the decimation factor doubles, which keeps the period structure and the
 //! coverage).
@@ -76,7 +79,8 @@ use super::{
     Category, Detector, Entities, Finding, Sides,
     common::{self, HostFilter, Prevalence, SAMPLED_CONFIDENCE, num},
     config::DetectConfig,
-    lru::BoundedMap,
+    engine,
+    lru::{self, BoundedMap},
     sketch, stats,
 };
 
@@ -176,8 +180,8 @@ struct Series {
     reported: f32,
 }
 
-/// A key seen with one connection so far (a series of one event, compactly): 48 bytes
-/// of slot against ~130 for a series and its event vector.
+/// A key seen with one connection so far (a series of one event, compactly): 56 bytes
+/// of slot against ~180 for a series and its event vector.
 #[derive(Clone, Copy, Debug)]
 struct FirstSeen {
     base_ms: u64,
@@ -186,6 +190,404 @@ struct FirstSeen {
     event: Event,
     last_src_port: u16,
     sampled: bool,
+}
+
+/// A record of a run admitted for scoring: where it is, its direction, and its key's
+/// hash (computed once, to prefetch its state). Small, so that collecting a run's
+/// admitted records costs little; the key is built again from the record (a few loads)
+/// when it is recorded.
+#[derive(Clone, Copy, Debug)]
+struct Admitted {
+    /// [`sketch::hash_of`] the key: where both tables index it, and the first-seen
+    /// table's key.
+    hash: u64,
+    /// Position in the run ([`Detector::observe_batch`]).
+    at: u32,
+    /// The series slot the key most likely has ([`Table::guess`]), or [`NO_SLOT`]: where
+    /// to prefetch its events from.
+    series_slot: u32,
+    /// Seen only by the server's reply (see [`BeaconDetector::admit`]).
+    reply: bool,
+}
+
+impl SeriesKey {
+    /// The key of `r` (turned around when `reply`), and the client's port.
+    #[inline]
+    fn of(r: &FlowRecord, reply: bool) -> (Self, u16) {
+        let (src, dst, client_port, server_port) = if reply {
+            (r.dst_addr, r.src_addr, r.dst_port, r.src_port)
+        } else {
+            (r.src_addr, r.dst_addr, r.src_port, r.dst_port)
+        };
+        let key = SeriesKey {
+            src,
+            dst,
+            port: if matches!(r.protocol, 6 | 17 | 132) {
+                server_port
+            } else {
+                0
+            },
+            protocol: r.protocol,
+        };
+        (key, client_port)
+    }
+}
+
+impl Admitted {
+    /// `r`, admitted as a reply when `reply`, at position `at`.
+    #[inline]
+    fn new(r: &FlowRecord, reply: bool, at: u32) -> Self {
+        Self {
+            hash: sketch::hash_of(&SeriesKey::of(r, reply).0),
+            at,
+            series_slot: NO_SLOT,
+            reply,
+        }
+    }
+}
+
+/// Per-key state kept exactly as [`BoundedMap`] keeps it (the same slab, the same slots
+/// in the same order, the same reference bits, CLOCK victims and eviction counts; see
+/// `lru`), but with an index of its own that the caller looks up by a hash computed once
+/// per record and, above all, can prefetch: [`Detector::observe_batch`] starts loading the
+/// index buckets of a run's admitted records, then the slots they name, before it
+/// records any of them. Once the tables outgrow the caches, those loads are most of a
+/// record's cost, and the map's `HashMap` index can only be waited on.
+///
+/// The index is open-addressed and linear-probed, at most half full, with backward-shift
+/// deletion (no tombstones). A bucket is 8 bytes: the upper half of the key's hash (which
+/// also picks the home bucket) and the slot; the key itself is compared in the slot. That
+/// is 16 to 32 bytes of index per key, against about 50 for the map's index of
+/// [`SeriesKey`]s (a bucket holds the whole key there).
+struct Table<K, V> {
+    index: Box<[Bucket]>,
+    slots: Vec<TableSlot<K, V>>,
+    hand: usize,
+    cap: usize,
+    evictions: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    /// [`tag`] of the key's hash.
+    tag: u32,
+    /// The key's slot, or [`NO_SLOT`] for an empty bucket.
+    slot: u32,
+}
+
+/// The slot number of an empty bucket (never a slot: the cap is below it).
+const NO_SLOT: u32 = u32::MAX;
+
+const EMPTY_BUCKET: Bucket = Bucket {
+    tag: 0,
+    slot: NO_SLOT,
+};
+
+/// The smallest index: 1,024 buckets, 8 KiB.
+const MIN_INDEX: usize = 1 << 10;
+
+struct TableSlot<K, V> {
+    key: K,
+    value: V,
+    /// [`tag`] of the key's hash, to find the key's bucket when the slot moves.
+    tag: u32,
+    referenced: bool,
+}
+
+/// What a [`Table`] keeps of a key's 64-bit hash.
+#[inline]
+fn tag(hash: u64) -> u32 {
+    (hash >> 32) as u32
+}
+
+impl<K: Eq + Copy, V> Table<K, V> {
+    /// An empty table that will hold at most `cap` keys (at least 1), as
+    /// [`BoundedMap::new`].
+    fn new(cap: usize) -> Self {
+        Self {
+            index: vec![EMPTY_BUCKET; MIN_INDEX].into_boxed_slice(),
+            slots: Vec::new(),
+            hand: 0,
+            cap: cap.clamp(1, NO_SLOT as usize),
+            evictions: 0,
+        }
+    }
+
+    /// Keys evicted because the table was full.
+    fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    #[inline]
+    fn home(&self, tag: u32) -> usize {
+        tag as usize & (self.index.len() - 1)
+    }
+
+    /// Starts loading the home bucket of `hash` (see [`lru::prefetch`]).
+    #[inline]
+    fn prefetch_index(&self, hash: u64) {
+        lru::prefetch(&self.index[self.home(tag(hash))]);
+    }
+
+    /// The slot of the first bucket from the home of `hash` with its tag: where the key
+    /// most likely is, found without loading any slot (to prefetch it). `None`: no bucket
+    /// has the tag, so no key with this hash is held.
+    #[inline]
+    fn guess(&self, hash: u64) -> Option<u32> {
+        let tag = tag(hash);
+        let mask = self.index.len() - 1;
+        let mut i = self.home(tag);
+        loop {
+            let b = self.index[i];
+            if b.slot == NO_SLOT {
+                return None;
+            }
+            if b.tag == tag {
+                return Some(b.slot);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Starts loading slot `slot` (one out of range is ignored).
+    #[inline]
+    fn prefetch_slot(&self, slot: u32) {
+        if let Some(s) = self.slots.get(slot as usize) {
+            lru::prefetch(s);
+        }
+    }
+
+    /// The slot holding `key` (whose hash is `hash`).
+    #[inline]
+    fn find(&self, hash: u64, key: &K) -> Option<u32> {
+        let tag = tag(hash);
+        let mask = self.index.len() - 1;
+        let mut i = self.home(tag);
+        loop {
+            let b = self.index[i];
+            if b.slot == NO_SLOT {
+                return None;
+            }
+            if b.tag == tag && self.slots[b.slot as usize].key == *key {
+                return Some(b.slot);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// The value in `slot` (from [`Self::find`] or [`Self::insert`]), marked recently
+    /// used: [`BoundedMap::get_mut`] of its key.
+    #[inline]
+    fn touch(&mut self, slot: u32) -> &mut V {
+        let s = &mut self.slots[slot as usize];
+        s.referenced = true;
+        &mut s.value
+    }
+
+    /// The value in `slot`, if any, without touching its recency (for prefetching what it
+    /// points to).
+    #[inline]
+    fn peek(&self, slot: u32) -> Option<&V> {
+        self.slots.get(slot as usize).map(|s| &s.value)
+    }
+
+    /// [`BoundedMap::get_mut_in`]: the value of `key` if slot `slot` holds it, marked
+    /// recently used.
+    #[inline]
+    fn get_mut_in(&mut self, slot: u32, key: &K) -> Option<&mut V> {
+        let s = self.slots.get_mut(slot as usize)?;
+        if s.key != *key {
+            return None;
+        }
+        s.referenced = true;
+        Some(&mut s.value)
+    }
+
+    /// [`BoundedMap::get`]: the value of `key`, without touching its recency.
+    fn get(&self, hash: u64, key: &K) -> Option<&V> {
+        let slot = self.find(hash, key)?;
+        Some(&self.slots[slot as usize].value)
+    }
+
+    /// Inserts `key` (hash `hash`), known to be absent, with `value` and the reference
+    /// bit `mark`, evicting a key if the table is full: [`BoundedMap`]'s insertion, slot
+    /// for slot. Returns the key's slot.
+    fn insert(&mut self, hash: u64, key: K, value: V, mark: bool) -> u32 {
+        let tag = tag(hash);
+        let slot = TableSlot {
+            key,
+            value,
+            tag,
+            referenced: mark,
+        };
+        let i = if self.slots.len() < self.cap {
+            if (self.slots.len() + 1) * 2 > self.index.len() {
+                self.grow_index();
+            }
+            if self.slots.len() == self.slots.capacity() {
+                // Grow geometrically, but never past the cap.
+                let want = (self.slots.len() * 2).max(16).min(self.cap) - self.slots.len();
+                self.slots.reserve_exact(want);
+            }
+            self.slots.push(slot);
+            self.slots.len() - 1
+        } else {
+            let victim = self.victim();
+            #[expect(clippy::cast_possible_truncation, reason = "victim < cap < 2^32")]
+            self.unindex(self.slots[victim].tag, victim as u32);
+            self.slots[victim] = slot;
+            self.evictions += 1;
+            victim
+        };
+        #[expect(clippy::cast_possible_truncation, reason = "i < cap < 2^32")]
+        let i = i as u32;
+        self.index_insert(tag, i);
+        i
+    }
+
+    /// CLOCK, as the map: advance the hand past referenced slots (clearing their bit) to
+    /// the first unreferenced one.
+    fn victim(&mut self) -> usize {
+        loop {
+            if self.hand >= self.slots.len() {
+                self.hand = 0;
+            }
+            let slot = &mut self.slots[self.hand];
+            if slot.referenced {
+                slot.referenced = false;
+                self.hand += 1;
+            } else {
+                let v = self.hand;
+                self.hand += 1;
+                return v;
+            }
+        }
+    }
+
+    /// [`BoundedMap::remove`]: removes `key` (hash `hash`), moving the last slot into its
+    /// place, and returns its value.
+    fn remove(&mut self, hash: u64, key: &K) -> Option<V> {
+        let i = self.find(hash, key)?;
+        self.unindex(tag(hash), i);
+        let slot = self.slots.swap_remove(i as usize);
+        if (i as usize) < self.slots.len() {
+            let moved = self.slots[i as usize].tag;
+            #[expect(clippy::cast_possible_truncation, reason = "len < cap < 2^32")]
+            let from = self.slots.len() as u32;
+            self.reindex(moved, from, i);
+        }
+        Some(slot.value)
+    }
+
+    /// [`BoundedMap::retain`]: keeps only the keys for which `keep` returns true (the
+    /// same sweep, so the same slots end where they do in the map).
+    fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
+        let mut i = 0;
+        let mut removed = false;
+        while i < self.slots.len() {
+            let slot = &mut self.slots[i];
+            if keep(&slot.key, &mut slot.value) {
+                i += 1;
+            } else {
+                self.slots.swap_remove(i);
+                removed = true;
+            }
+        }
+        if self.hand > self.slots.len() {
+            self.hand = 0;
+        }
+        if removed {
+            self.rebuild_index(self.index.len());
+        }
+    }
+
+    /// Removes everything (the eviction count stays).
+    fn clear(&mut self) {
+        self.index.fill(EMPTY_BUCKET);
+        self.slots.clear();
+        self.hand = 0;
+    }
+
+    /// All entries, in slab order.
+    fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.slots.iter().map(|s| (&s.key, &s.value))
+    }
+
+    /// All entries, mutably, in slab order.
+    fn iter_mut(&mut self) -> impl Iterator<Item = (&K, &mut V)> {
+        self.slots.iter_mut().map(|s| (&s.key, &mut s.value))
+    }
+
+    /// Bytes allocated by the table itself (slab and index), excluding the values' heap
+    /// parts.
+    fn shallow_bytes(&self) -> usize {
+        self.slots.capacity() * size_of::<TableSlot<K, V>>()
+            + self.index.len() * size_of::<Bucket>()
+    }
+
+    /// Puts `(tag, slot)` in the first empty bucket from its home.
+    #[inline]
+    fn index_insert(&mut self, tag: u32, slot: u32) {
+        let mask = self.index.len() - 1;
+        let mut i = self.home(tag);
+        while self.index[i].slot != NO_SLOT {
+            i = (i + 1) & mask;
+        }
+        self.index[i] = Bucket { tag, slot };
+    }
+
+    /// The bucket of slot `slot`, whose key's tag is `tag`.
+    fn bucket_of(&self, tag: u32, slot: u32) -> usize {
+        let mask = self.index.len() - 1;
+        let mut i = self.home(tag);
+        while self.index[i].slot != slot {
+            i = (i + 1) & mask;
+        }
+        i
+    }
+
+    /// Points the bucket of slot `from` (tag `tag`) at slot `to`.
+    fn reindex(&mut self, tag: u32, from: u32, to: u32) {
+        let i = self.bucket_of(tag, from);
+        self.index[i].slot = to;
+    }
+
+    /// Removes the bucket of slot `slot` (tag `tag`), shifting back the buckets after it
+    /// that may move closer to their home, so that every key stays reachable from its home
+    /// without crossing an empty bucket.
+    fn unindex(&mut self, tag: u32, slot: u32) {
+        let mask = self.index.len() - 1;
+        let mut hole = self.bucket_of(tag, slot);
+        let mut j = hole;
+        loop {
+            j = (j + 1) & mask;
+            let b = self.index[j];
+            if b.slot == NO_SLOT {
+                break;
+            }
+            // `b` may fill the hole unless its home lies cyclically in (hole, j].
+            let home = self.home(b.tag);
+            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
+                self.index[hole] = b;
+                hole = j;
+            }
+        }
+        self.index[hole] = EMPTY_BUCKET;
+    }
+
+    /// Doubles the index.
+    fn grow_index(&mut self) {
+        self.rebuild_index(self.index.len() * 2);
+    }
+
+    /// An index of `size` buckets (a power of two) over the slots held.
+    fn rebuild_index(&mut self, size: usize) {
+        self.index = vec![EMPTY_BUCKET; size].into_boxed_slice();
+        for i in 0..self.slots.len() {
+            #[expect(clippy::cast_possible_truncation, reason = "i < cap < 2^32")]
+            self.index_insert(self.slots[i].tag, i as u32);
+        }
+    }
 }
 
 /// The result of scoring one series.
@@ -211,23 +613,30 @@ struct Scored {
 /// The beaconing detector; see the module docs.
 pub struct BeaconDetector {
     config: DetectConfig,
-    series: BoundedMap<SeriesKey, Series>,
+    series: Table<SeriesKey, Series>,
     home: sketch::HomeNets,
     /// `skip_tcp_ports` and `skip_udp_ports` as bit sets of the 65,536 ports (8 KiB each),
     /// tested on every record.
     skip_ports: Box<[[u64; 1024]; 2]>,
     /// Keys with one connection so far, by a 64-bit hash of the [`SeriesKey`].
-    first: BoundedMap<u64, FirstSeen>,
+    first: Table<u64, FirstSeen>,
     pair_reported: BoundedMap<(IpAddr, IpAddr), f32>,
     prevalence: Prevalence,
     filter: Option<HostFilter>,
     watermark_ms: u64,
     next_eval_ms: u64,
     data_first_ms: u64,
+    /// At most the least `last_ms` of any series (`u64::MAX`: none yet), so that
+    /// evaluation can tell without a pass over the series that none has expired.
+    series_oldest_ms: u64,
+    /// The same for the first-seen table.
+    first_oldest_ms: u64,
     late: u64,
     scratch: Scratch,
     /// Scratch for [`sort_events`]: the out-of-order tail and the merged sequence.
     event_scratch: [Vec<Event>; 2],
+    /// The admitted records of the run being observed (kept for its allocation).
+    admitted: Vec<Admitted>,
 }
 
 impl BeaconDetector {
@@ -237,7 +646,7 @@ impl BeaconDetector {
         let cap = config.max_keys_per_detector;
         Self {
             config: config.clone(),
-            series: BoundedMap::new(cap),
+            series: Table::new(cap),
             home: sketch::HomeNets::new(&config.home_nets),
             skip_ports: {
                 let mut sets: Box<[[u64; 1024]; 2]> = vec![[0u64; 1024]; 2]
@@ -252,16 +661,19 @@ impl BeaconDetector {
                 }
                 sets
             },
-            first: BoundedMap::new(cap),
+            first: Table::new(cap),
             pair_reported: BoundedMap::new(cap),
             prevalence: Prevalence::new(cap),
             filter: None,
             watermark_ms: 0,
             next_eval_ms: 0,
             data_first_ms: u64::MAX,
+            series_oldest_ms: u64::MAX,
+            first_oldest_ms: u64::MAX,
             late: 0,
             scratch: Scratch::default(),
             event_scratch: [Vec::new(), Vec::new()],
+            admitted: Vec::with_capacity(engine::BATCH),
         }
     }
 
@@ -307,25 +719,38 @@ impl BeaconDetector {
     /// record is eligible. Each address is tested against the home networks once: a record
     /// with an internal source can only be eligible as it stands (a reply needs an
     /// external source), and an external source is never eligible itself.
-    #[inline]
+    ///
+    /// Every record is asked, so this is inlined into the loops over records (a call
+    /// cost about as much as the tests), cheapest test first; the reply's tests, which
+    /// only sampled records reach, are out of line.
+    #[expect(
+        clippy::inline_always,
+        reason = "measured: left to itself the compiler calls it, once per record"
+    )]
+    #[inline(always)]
     fn admit(&self, r: &FlowRecord, src_home: bool, dst_home: bool) -> Option<bool> {
         if src_home {
-            let eligible = !is_group_or_unspecified(r.dst_addr)
-                && (self.config.beacon.include_internal_dst || !dst_home)
+            let eligible = (self.config.beacon.include_internal_dst || !dst_home)
+                && !is_group_or_unspecified(r.dst_addr)
                 && self.ports_eligible(r.protocol, r.src_port, r.dst_port);
             return eligible.then_some(false);
         }
+        (r.sampling_interval > 1 && self.admit_reply(r, dst_home)).then_some(true)
+    }
+
+    /// The rest of [`Self::admit`] for a sampled record with an external source: whether
+    /// it is a reply whose turned-around record is eligible.
+    #[inline(never)]
+    fn admit_reply(&self, r: &FlowRecord, dst_home: bool) -> bool {
         // The turned-around record's source is `dst_addr`, its destination `src_addr`
         // (external, so the internal-destination test passes), its ports swapped.
-        let reply = r.sampling_interval > 1
-            && matches!(r.protocol, 6 | 17)
+        matches!(r.protocol, 6 | 17)
             && r.dst_port >= 1024
             && r.src_port < r.dst_port
             && (r.src_port < 1024 || r.dst_port >= 32_768)
             && dst_home
             && !is_group_or_unspecified(r.src_addr)
-            && self.ports_eligible(r.protocol, r.dst_port, r.src_port);
-        reply.then_some(true)
+            && self.ports_eligible(r.protocol, r.dst_port, r.src_port)
     }
 
     /// The port part of eligibility: for TCP and UDP, not a server's response and not a
@@ -422,105 +847,65 @@ impl BeaconDetector {
         )
     }
 
-    /// A reply admitted by [`Self::admit`]: turned around into the client's direction and
-    /// recorded. Out of line, so that `observe` holds no turned-around copy.
-    #[inline(never)]
-    fn observe_reply(&mut self, record: &FlowRecord, end: u64) {
-        let flipped = FlowRecord {
-            src_addr: record.dst_addr,
-            dst_addr: record.src_addr,
-            src_port: record.dst_port,
-            dst_port: record.src_port,
-            ..*record
-        };
-        self.record(&flipped, true, end);
+    /// A record as [`Detector::observe_routed`] admits it, at position `at` of its run:
+    /// `None` when it is late (and counted), not scored, or of a host this shard does not
+    /// own.
+    #[expect(
+        clippy::inline_always,
+        reason = "part of the loop over every record of a run"
+    )]
+    #[inline(always)]
+    fn admit_routed(&mut self, record: &FlowRecord, sides: Sides, at: u32) -> Option<Admitted> {
+        let end = common::event_ms(record);
+        if end + self.config.allowed_lateness_ms < self.watermark_ms {
+            self.late += 1;
+            return None;
+        }
+        match self.admit(record, sides.src_internal, sides.dst_internal) {
+            Some(false) if sides.src_owned => Some(Admitted::new(record, false, at)),
+            Some(true) if sides.dst_owned => Some(Admitted::new(record, true, at)),
+            _ => None,
+        }
     }
 
-    /// Adds an admitted record (turned around when `reply`) ending at `end` to its key's
-    /// state. Kept out of `observe`, where most records stop at admission.
+    /// [`Self::record`] out of line, for the record-at-a-time paths, where most records
+    /// stop at admission.
     #[inline(never)]
-    fn record(&mut self, record: &FlowRecord, reply: bool, end: u64) {
+    fn record_one(&mut self, record: &FlowRecord, a: Admitted) {
+        self.record(record, a);
+    }
+
+    /// Adds an admitted record (`a` says how) to its key's state. Inlined into the last
+    /// pass of [`Detector::observe_batch`], which does nothing else.
+    #[expect(
+        clippy::inline_always,
+        reason = "measured: fewer instructions than the call, the pass's only work"
+    )]
+    #[inline(always)]
+    fn record(&mut self, record: &FlowRecord, a: Admitted) {
+        let end = common::event_ms(record);
+        let (key, client_port) = SeriesKey::of(record, a.reply);
         let start = if record.start_ms == 0 {
             end
         } else {
             record.start_ms.min(end)
         };
-        self.prevalence
-            .observe(record.dst_addr, record.src_addr, start);
+        self.prevalence.observe(key.dst, key.src, start);
         self.data_first_ms = self.data_first_ms.min(start);
-        let key = SeriesKey {
-            src: record.src_addr,
-            dst: record.dst_addr,
-            port: if matches!(record.protocol, 6 | 17 | 132) {
-                record.dst_port
-            } else {
-                0
-            },
-            protocol: record.protocol,
-        };
         let max_events = self.config.beacon.max_timestamps.max(16);
         let bytes = u32::try_from(record.bytes)
             .unwrap_or(u32::MAX)
             .min(REPLY - 1);
         let sampled = record.sampling_interval > 1;
-        // One index lookup for a key with a series (most records of a busy key).
-        let s = if let Some(s) = self.series.get_mut(&key) {
-            s
-        } else {
-            // Admission: a key's first connection waits in the compact first-seen table;
-            // the second one promotes it to a series (the same state, event for event).
-            let fk = sketch::hash_of(&key);
-            let mut created = false;
-            let f = self.first.get_or_insert_with(fk, || {
-                created = true;
-                FirstSeen {
-                    base_ms: start,
-                    last_end_ms: end,
-                    last_ms: end,
-                    event: Event {
-                        t: 0,
-                        bytes: bytes | if reply { REPLY } else { 0 },
-                    },
-                    last_src_port: record.src_port,
-                    sampled,
-                }
-            });
-            if created {
-                return;
-            }
-            f.sampled |= sampled;
-            f.last_ms = f.last_ms.max(end);
-            if fold_same_connection(
-                &mut f.event,
-                f.last_src_port,
-                &mut f.last_end_ms,
-                record.src_port,
-                (start, end),
-                bytes,
-                reply,
-                sampled,
-            ) {
-                return;
-            }
-            let f = self.first.remove(&fk).expect("present");
-            // Room for a few connections up front: growing from one event a step at a time
-            // cost more (in `realloc`) than the pushes themselves.
-            let mut events = Vec::with_capacity(INITIAL_EVENTS);
-            events.push(f.event);
-            // Marked recently used as it is inserted, as any series a record touches.
-            self.series.get_or_insert_touched(key, || Series {
-                base_ms: f.base_ms,
-                events,
-                decimation: 1,
-                last_src_port: f.last_src_port,
-                last_end_ms: f.last_end_ms,
-                last_ms: f.last_ms,
-                sampled: f.sampled,
-                dirty: true,
-                out_of_order: false,
-                reported: 0.0,
-            })
+        let slot = match self.series.find(a.hash, &key) {
+            Some(slot) => slot,
+            None => match self.first_connection(&key, client_port, a, (start, end), bytes, sampled)
+            {
+                Some(slot) => slot,
+                None => return,
+            },
         };
+        let s = self.series.touch(slot);
         s.dirty = true;
         s.sampled |= sampled;
         s.last_ms = s.last_ms.max(end);
@@ -532,10 +917,10 @@ impl BeaconDetector {
                 last,
                 s.last_src_port,
                 &mut s.last_end_ms,
-                record.src_port,
+                client_port,
                 (start, end),
                 bytes,
-                reply,
+                a.reply,
                 sampled,
             )
         {
@@ -557,6 +942,7 @@ impl BeaconDetector {
                 dirty: true,
                 ..Series::default()
             };
+            self.series_oldest_ms = 0;
             return;
         };
         if s.events.len() >= max_events {
@@ -575,10 +961,80 @@ impl BeaconDetector {
         }
         s.events.push(Event {
             t,
-            bytes: bytes | if reply { REPLY } else { 0 },
+            bytes: bytes | if a.reply { REPLY } else { 0 },
         });
-        s.last_src_port = record.src_port;
+        s.last_src_port = client_port;
         s.last_end_ms = end;
+    }
+
+    /// A connection of a key without a series. Admission: a key's first connection
+    /// waits in the compact first-seen table; the second one promotes it to a series
+    /// (the same state, event for event), whose slot is returned. Out of line: most
+    /// records of a busy key find a series.
+    #[inline(never)]
+    fn first_connection(
+        &mut self,
+        key: &SeriesKey,
+        client_port: u16,
+        a: Admitted,
+        (start, end): (u64, u64),
+        bytes: u32,
+        sampled: bool,
+    ) -> Option<u32> {
+        let fk = a.hash;
+        let Some(slot) = self.first.find(fk, &fk) else {
+            // Not marked recently used, as the map's `get_or_insert_with` leaves a key
+            // it inserts.
+            let first = FirstSeen {
+                base_ms: start,
+                last_end_ms: end,
+                last_ms: end,
+                event: Event {
+                    t: 0,
+                    bytes: bytes | if a.reply { REPLY } else { 0 },
+                },
+                last_src_port: client_port,
+                sampled,
+            };
+            self.first.insert(fk, fk, first, false);
+            self.first_oldest_ms = self.first_oldest_ms.min(end);
+            return None;
+        };
+        let f = self.first.touch(slot);
+        f.sampled |= sampled;
+        f.last_ms = f.last_ms.max(end);
+        if fold_same_connection(
+            &mut f.event,
+            f.last_src_port,
+            &mut f.last_end_ms,
+            client_port,
+            (start, end),
+            bytes,
+            a.reply,
+            sampled,
+        ) {
+            return None;
+        }
+        let f = self.first.remove(fk, &fk).expect("present");
+        self.series_oldest_ms = self.series_oldest_ms.min(f.last_ms);
+        // Room for a few connections up front: growing from one event a step at a time
+        // cost more (in `realloc`) than the pushes themselves.
+        let mut events = Vec::with_capacity(INITIAL_EVENTS);
+        events.push(f.event);
+        // Marked recently used as it is inserted, as any series a record touches.
+        let series = Series {
+            base_ms: f.base_ms,
+            events,
+            decimation: 1,
+            last_src_port: f.last_src_port,
+            last_end_ms: f.last_end_ms,
+            last_ms: f.last_ms,
+            sampled: f.sampled,
+            dirty: true,
+            out_of_order: false,
+            reported: 0.0,
+        };
+        Some(self.series.insert(a.hash, *key, series, true))
     }
 
     /// Scores the dirty series and emits what crosses the threshold.
@@ -586,12 +1042,45 @@ impl BeaconDetector {
         let horizon = self.config.beacon.horizon_ms;
         let now = self.watermark_ms;
         // Drop series silent for the whole horizon (the episode is over), and
-        // connections that fell out of the horizon.
-        self.series.retain(|_, s| s.last_ms + horizon >= now);
-        self.first.retain(|_, f| f.last_ms + horizon >= now);
+        // connections that fell out of the horizon. Each table is only swept when its
+        // oldest entry may have expired: otherwise the sweep would keep every entry, and
+        // change nothing else either (it moves the eviction hand only once evictions
+        // have started).
+        if self.series.evictions() > 0 || self.series_oldest_ms.saturating_add(horizon) < now {
+            let mut oldest = u64::MAX;
+            self.series.retain(|_, s| {
+                let keep = s.last_ms + horizon >= now;
+                if keep {
+                    oldest = oldest.min(s.last_ms);
+                }
+                keep
+            });
+            self.series_oldest_ms = oldest;
+        }
+        if self.first.evictions() > 0 || self.first_oldest_ms.saturating_add(horizon) < now {
+            let mut oldest = u64::MAX;
+            self.first.retain(|_, f| {
+                let keep = f.last_ms + horizon >= now;
+                if keep {
+                    oldest = oldest.min(f.last_ms);
+                }
+                keep
+            });
+            self.first_oldest_ms = oldest;
+        }
+        // The keys to score, with their slots (nothing below moves a series).
         let mut ordered: Vec<SeriesKey> = Vec::new();
+        let mut slots: Vec<u32> = Vec::new();
+        // Series of a destination so prevalent that its damping alone keeps every score
+        // below the threshold: the best a series (or a pair's merged series) can score is
+        // the damping itself (every other factor is at most 1), so scoring them would
+        // stop at `score_events`' bound and report nothing. They are left out of the sort
+        // and the scoring, and only marked recently used, as scoring marks them.
+        let mut damped: Vec<u32> = Vec::new();
+        let mut hosts = HostsCache::new();
+        let threshold = self.config.beacon.threshold;
         let [tail, merged] = &mut self.event_scratch;
-        for (k, s) in self.series.iter_mut() {
+        for (slot, (k, s)) in (0u32..).zip(self.series.iter_mut()) {
             if !s.dirty {
                 continue;
             }
@@ -607,11 +1096,23 @@ impl BeaconDetector {
                     sort_events(&mut s.events, tail, merged);
                     s.out_of_order = false;
                 }
-                ordered.push(*k);
+                let damp = common::prevalence_damping(
+                    hosts.get(&self.prevalence, k.dst),
+                    self.config.prevalence_hosts,
+                );
+                if damp < threshold - 1e-9 {
+                    damped.push(slot);
+                } else {
+                    ordered.push(*k);
+                    slots.push(slot);
+                }
             }
         }
-        let keys = sort_keys(&ordered);
-        let threshold = self.config.beacon.threshold;
+        for slot in damped {
+            self.series.touch(slot);
+        }
+        let order = sort_order(&ordered);
+        let keys: Vec<SeriesKey> = order.iter().map(|&i| ordered[i as usize]).collect();
         let mut pair_start = 0;
         while pair_start < keys.len() {
             let (src, dst) = (keys[pair_start].src, keys[pair_start].dst);
@@ -622,14 +1123,16 @@ impl BeaconDetector {
             let mut any_reported = false;
             let ctx = ScoreContext {
                 config: &self.config,
-                prevalence: &self.prevalence,
                 watermark_ms: self.watermark_ms,
                 data_first_ms: self.data_first_ms,
             };
-            for key in &keys[pair_start..pair_end] {
-                // The series is scored where it lies (one lookup, which also marks it
-                // recently used).
-                let Some(s) = self.series.get_mut(key) else {
+            for (key, &i) in keys[pair_start..pair_end]
+                .iter()
+                .zip(&order[pair_start..pair_end])
+            {
+                // The series is scored where it lies (found by its slot, which also marks
+                // it recently used, as a lookup would).
+                let Some(s) = self.series.get_mut_in(slots[i as usize], key) else {
                     continue;
                 };
                 let (sampled, reported) = (s.sampled, s.reported);
@@ -645,7 +1148,7 @@ impl BeaconDetector {
                     s.base_ms,
                     s.decimation,
                     sampled,
-                    dst,
+                    hosts.get(&self.prevalence, dst),
                     need,
                 );
                 any_reported |= reported > 0.0;
@@ -680,7 +1183,7 @@ impl BeaconDetector {
         let mut sampled = false;
         let mut decimation = 1;
         for key in keys {
-            if let Some(s) = self.series.get(key) {
+            if let Some(s) = self.series.get(sketch::hash_of(key), key) {
                 sampled |= s.sampled;
                 decimation = decimation.max(s.decimation.max(1));
                 merged.extend(
@@ -710,7 +1213,6 @@ impl BeaconDetector {
         };
         let ctx = ScoreContext {
             config: &self.config,
-            prevalence: &self.prevalence,
             watermark_ms: self.watermark_ms,
             data_first_ms: self.data_first_ms,
         };
@@ -721,7 +1223,7 @@ impl BeaconDetector {
             base,
             decimation,
             sampled,
-            dst,
+            self.prevalence.hosts(dst),
             need,
         ) else {
             return;
@@ -743,9 +1245,44 @@ impl BeaconDetector {
 /// What [`score_events`] reads of the detector besides the series.
 struct ScoreContext<'a> {
     config: &'a DetectConfig,
-    prevalence: &'a Prevalence,
     watermark_ms: u64,
     data_first_ms: u64,
+}
+
+/// [`Prevalence::hosts`] of the destinations scored in one evaluation, direct-mapped by
+/// address: a destination that many internal hosts use (the series whose damping rules
+/// them out before any statistics, most of those scored) comes back for many sources,
+/// and counting its hosts costs a map lookup and a logarithm each time. Prevalence does
+/// not change during an evaluation, so a cached count is the count.
+struct HostsCache {
+    entries: [(IpAddr, f64); HOSTS_CACHE],
+    /// Bit `i`: entry `i` is filled.
+    filled: u64,
+}
+
+const HOSTS_CACHE: usize = 64;
+
+impl HostsCache {
+    fn new() -> Self {
+        Self {
+            entries: [(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0.0); HOSTS_CACHE],
+            filled: 0,
+        }
+    }
+
+    /// `prevalence.hosts(dst)`.
+    fn get(&mut self, prevalence: &Prevalence, dst: IpAddr) -> f64 {
+        #[expect(clippy::cast_possible_truncation, reason = "masked below HOSTS_CACHE")]
+        let i = sketch::addr_hash(dst) as usize & (HOSTS_CACHE - 1);
+        let entry = &mut self.entries[i];
+        if self.filled >> i & 1 == 1 && entry.0 == dst {
+            return entry.1;
+        }
+        let hosts = prevalence.hosts(dst);
+        *entry = (dst, hosts);
+        self.filled |= 1 << i;
+        hosts
+    }
 }
 
 /// Work space of [`score_events`], kept between calls.
@@ -771,7 +1308,7 @@ fn score_events(
     base_ms: u64,
     decimation: u32,
     sampled: bool,
-    dst: IpAddr,
+    hosts: f64,
     need: f64,
 ) -> Option<Scored> {
     let min = ctx.config.beacon.min_connections.max(3);
@@ -793,7 +1330,6 @@ fn score_events(
         .min(ctx.config.beacon.horizon_ms)
         .max(1);
     let coverage = ((last_ms - first_ms) as f64 / data_span as f64).clamp(0.0, 1.0);
-    let hosts = ctx.prevalence.hosts(dst);
     let damp = common::prevalence_damping(hosts, ctx.config.prevalence_hosts);
     let conf = if sampled { SAMPLED_CONFIDENCE } else { 1.0 };
     if (0.75 + 0.25 * coverage) * damp * conf < need - 1e-9 {
@@ -992,12 +1528,12 @@ fn mad_sorted(values: &[f64], median: f64, scratch: &mut Vec<f64>) -> f64 {
     stats::median_sorted(scratch)
 }
 
-/// `keys` (distinct) in the order of `keys.sort_unstable()`, by plain integers instead
-/// of `IpAddr`'s comparison: each key becomes the bit string of [`SeriesKey::order`]
-/// (source family, its 128 bits, destination family, its bits, port, protocol: 282 bits,
-/// big-endian in five words, so that the words compare as the key), with the key's index
-/// in the 38 bits left over.
-fn sort_keys(keys: &[SeriesKey]) -> Vec<SeriesKey> {
+/// The indices of `keys` (distinct) in the order of `keys.sort_unstable()`, by plain
+/// integers instead of `IpAddr`'s comparison: each key becomes the bit string of
+/// [`SeriesKey::order`] (source family, its 128 bits, destination family, its bits, port,
+/// protocol: 282 bits, big-endian in five words, so that the words compare as the key),
+/// with the key's index in the 38 bits left over.
+fn sort_order(keys: &[SeriesKey]) -> Vec<u32> {
     // Usually every v6 address has bits from 2^32 on (v4 addresses are below), and then
     // the bits alone order (family, bits) as the key does: sort by those, three plain
     // integers per key, moving only 4-byte indices.
@@ -1012,7 +1548,7 @@ fn sort_keys(keys: &[SeriesKey]) -> Vec<SeriesKey> {
     if plain.len() == keys.len() {
         let mut order: Vec<u32> = (0..).take(keys.len()).collect();
         order.sort_unstable_by(|&a, &b| plain[a as usize].cmp(&plain[b as usize]));
-        return order.iter().map(|&i| keys[i as usize]).collect();
+        return order;
     }
     let mut packed: Vec<[u64; 5]> = (0u64..)
         .zip(keys)
@@ -1032,10 +1568,7 @@ fn sort_keys(keys: &[SeriesKey]) -> Vec<SeriesKey> {
     packed.sort_unstable();
     packed
         .iter()
-        .map(|w| {
-            let i = (w[4] & ((1 << 38) - 1)) as usize;
-            keys[i]
-        })
+        .map(|w| (w[4] & ((1 << 38) - 1)) as u32)
         .collect()
 }
 
@@ -1172,23 +1705,72 @@ fn sort_events(events: &mut [Event], tail: &mut Vec<Event>, merged: &mut Vec<Eve
 fn round_non_negative(x: f64) -> f64 {
     const INTEGRAL: f64 = 4_503_599_627_370_496.0; // 2^52
     if (0.0..INTEGRAL).contains(&x) {
+        // Through i64, not u64: the same truncation on this range, in one instruction
+        // (the baseline target converts to u64 with a branch and a fix-up).
         #[expect(
             clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
             reason = "0 <= x < 2^52: truncation toward zero, exactly"
         )]
-        let floor = x as u64 as f64;
+        let floor = x as i64 as f64;
         if x - floor >= 0.5 { floor + 1.0 } else { floor }
     } else {
         x.round()
     }
 }
 
+/// How far from a multiple of a candidate period an interval may be, as a share of the
+/// period, and still fit it.
+const PERIOD_TOLERANCE: f64 = 0.15;
+
+/// Whether interval `d` fits period `p`: within [`PERIOD_TOLERANCE`] of a positive
+/// multiple of it.
+#[inline]
+fn fits_period(d: f64, p: f64) -> bool {
+    let k = round_non_negative(d / p);
+    k >= 1.0 && (d - k * p).abs() <= PERIOD_TOLERANCE * p
+}
+
+/// How many of `sorted` (ascending, non-negative intervals) fit period `p` (positive):
+/// `sorted.iter().filter(|&&d| fits_period(d, p)).count()`, the same floats compared,
+/// by binary searches instead of one test per interval.
+///
+/// The nearest multiple `k = round(d / p)` never falls as `d` grows (division by a
+/// positive number and rounding are monotonic in floats too), so the intervals of one
+/// multiple are a run; within it `d − k·p` never falls either, so those within the
+/// tolerance are a run too, found by two more searches. A periodic series has few
+/// multiples (the missed beats), so this is a few searches per candidate instead of a
+/// pass over every interval; intervals spread over many multiples (no period) fall back
+/// to the pass.
+fn period_hits(sorted: &[f64], p: f64) -> usize {
+    /// Runs of one multiple searched before the rest is tested one by one.
+    const MAX_RUNS: usize = 8;
+    let tolerance = PERIOD_TOLERANCE * p;
+    let mut hits = 0;
+    let mut rest = sorted;
+    for _ in 0..MAX_RUNS {
+        let Some(&first) = rest.first() else {
+            return hits;
+        };
+        let k = round_non_negative(first / p);
+        let len = rest.partition_point(|&d| round_non_negative(d / p) <= k);
+        let (run, after) = rest.split_at(len);
+        if k >= 1.0 {
+            let q = k * p;
+            // `|d − q| ≤ tolerance` is `−tolerance ≤ d − q ≤ tolerance` (negating a float
+            // is exact).
+            let below = run.partition_point(|&d| d - q < -tolerance);
+            let within = run.partition_point(|&d| d - q <= tolerance);
+            hits += within - below;
+        }
+        rest = after;
+    }
+    hits + rest.iter().filter(|&&d| fits_period(d, p)).count()
+}
+
 /// The period fit of sorted intervals: (score in [0, 1], base period in ms).
 #[expect(clippy::cast_precision_loss, reason = "statistics")]
 fn period_fit(sorted: &[f64]) -> (f64, f64) {
     const NULL: f64 = 0.3;
-    const TOLERANCE: f64 = 0.15;
     if sorted.len() < 3 {
         return (0.0, 0.0);
     }
@@ -1207,13 +1789,7 @@ fn period_fit(sorted: &[f64]) -> (f64, f64) {
     }
     let mut fits = [(0.0f64, 0.0f64); 9];
     for (&p, fit) in candidates[..n].iter().zip(&mut fits) {
-        let hits = sorted
-            .iter()
-            .filter(|&&d| {
-                let k = round_non_negative(d / p);
-                k >= 1.0 && (d - k * p).abs() <= TOLERANCE * p
-            })
-            .count();
+        let hits = period_hits(sorted, p);
         let share = hits as f64 / sorted.len() as f64;
         *fit = (((share - NULL) / (1.0 - NULL)).clamp(0.0, 1.0), p);
     }
@@ -1244,34 +1820,72 @@ impl Detector for BeaconDetector {
             self.home.contains(record.src_addr),
             self.home.contains(record.dst_addr),
         );
-        match self.admit(record, src_home, dst_home) {
+        let reply = match self.admit(record, src_home, dst_home) {
             Some(false) => {
                 if self.filter.as_ref().is_some_and(|f| !f(record.src_addr)) {
                     return;
                 }
-                self.record(record, false, end);
+                false
             }
             Some(true) => {
                 if self.filter.as_ref().is_some_and(|f| !f(record.dst_addr)) {
                     return;
                 }
-                self.observe_reply(record, end);
+                true
             }
-            None => {}
-        }
+            None => return,
+        };
+        self.record_one(record, Admitted::new(record, reply, 0));
     }
 
     fn observe_routed(&mut self, record: &FlowRecord, sides: Sides) {
-        let end = common::event_ms(record);
-        if end + self.config.allowed_lateness_ms < self.watermark_ms {
-            self.late += 1;
-            return;
+        if let Some(a) = self.admit_routed(record, sides, 0) {
+            self.record_one(record, a);
         }
-        match self.admit(record, sides.src_internal, sides.dst_internal) {
-            Some(false) if sides.src_owned => self.record(record, false, end),
-            Some(true) if sides.dst_owned => self.observe_reply(record, end),
-            _ => {}
+    }
+
+    /// Three passes over the run, so that the loads of one record's state overlap with
+    /// those of the others instead of stalling each record in turn (once the tables
+    /// outgrow the caches, those stalls are most of a record's cost): admission (about
+    /// one record in eight gets further), which starts loading the admitted keys' index
+    /// buckets; then, with the buckets loaded, the slots they name; then the records in
+    /// order, each starting to load the last event of a series a few records ahead,
+    /// whose slot has arrived by then.
+    fn observe_batch(&mut self, batch: &[engine::Routed]) {
+        /// How many admitted records ahead a series' events are prefetched.
+        const EVENTS_AHEAD: usize = 2;
+        let mut admitted = std::mem::take(&mut self.admitted);
+        // In runs of at most `BATCH`: what is prefetched must still be cached when used.
+        for run in batch.chunks(engine::BATCH) {
+            admitted.clear();
+            for (at, routed) in (0..).zip(run) {
+                if let Some(a) = self.admit_routed(&routed.record, routed.sides, at) {
+                    self.series.prefetch_index(a.hash);
+                    self.first.prefetch_index(a.hash);
+                    admitted.push(a);
+                }
+            }
+            for a in &mut admitted {
+                // No series: the first-seen slot is the one the record will touch.
+                if let Some(slot) = self.series.guess(a.hash) {
+                    self.series.prefetch_slot(slot);
+                    a.series_slot = slot;
+                } else if let Some(slot) = self.first.guess(a.hash) {
+                    self.first.prefetch_slot(slot);
+                }
+            }
+            for (i, &a) in admitted.iter().enumerate() {
+                if let Some(s) = admitted
+                    .get(i + EVENTS_AHEAD)
+                    .and_then(|ahead| self.series.peek(ahead.series_slot))
+                    && let Some(last) = s.events.last()
+                {
+                    lru::prefetch(last);
+                }
+                self.record(&run[a.at as usize].record, a);
+            }
         }
+        self.admitted = admitted;
     }
 
     fn advance(&mut self, watermark_ms: u64, out: &mut Vec<Finding>) {
@@ -1299,6 +1913,8 @@ impl Detector for BeaconDetector {
         }
         self.series.clear();
         self.first.clear();
+        self.series_oldest_ms = u64::MAX;
+        self.first_oldest_ms = u64::MAX;
     }
 
     fn state_bytes(&self) -> usize {
@@ -1324,6 +1940,134 @@ impl Detector for BeaconDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `period_hits` counts what testing every interval counts: periodic intervals with
+    /// jitter, missed beats and ties, and intervals with no period, against candidate
+    /// periods around and below the true one.
+    #[test]
+    fn period_hits_counts_as_testing_each_interval() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for case in 0..4000 {
+            let n = 3 + (next() % 300) as usize;
+            let period = 1000 + next() % 100_000;
+            let mut ints: Vec<u32> = (0..n)
+                .map(|_| {
+                    let d = match case % 4 {
+                        // Jittered beats, some missed.
+                        0 | 1 => {
+                            let beats = 1 + next() % 3 * (next() % 2);
+                            let jitter = (next() % (period / 3 + 1)) as i64 - (period / 6) as i64;
+                            (period * beats) as i64 + jitter
+                        }
+                        // Exact beats: many ties, and intervals on the tolerance's edge.
+                        2 => {
+                            (period * (1 + next() % 4)) as i64
+                                + [0, 150, -150][(next() % 3) as usize]
+                        }
+                        // No period at all.
+                        _ => (next() % 10_000_000) as i64,
+                    };
+                    d.clamp(1, i64::from(u32::MAX)) as u32
+                })
+                .collect();
+            let mut sorted = Vec::new();
+            sorted_floats(&mut ints, &mut sorted);
+            for p in [
+                period as f64,
+                period as f64 / 2.0,
+                period as f64 / 3.0,
+                stats::quantile_sorted(&sorted, 0.1),
+                stats::quantile_sorted(&sorted, 0.5) / 3.0,
+                1000.0,
+            ] {
+                if p <= 0.0 {
+                    continue;
+                }
+                let want = sorted.iter().filter(|&&d| fits_period(d, p)).count();
+                assert_eq!(period_hits(&sorted, p), want, "case {case}, p {p}");
+            }
+        }
+    }
+
+    /// A [`Table`] and a [`BoundedMap`] given the same operations hold the same entries in
+    /// the same slab order and count the same evictions after every one of them (which
+    /// also needs the same reference bits and hand: they pick the victims), with a good
+    /// hash and with one that gives many keys the same tag and home.
+    #[test]
+    fn table_keeps_what_the_bounded_map_keeps() {
+        for weak in [false, true] {
+            let hash = |k: u32| {
+                if weak {
+                    u64::from(k % 7) << 32
+                } else {
+                    sketch::mix64(u64::from(k))
+                }
+            };
+            let mut map: BoundedMap<u32, u32> = BoundedMap::new(37);
+            let mut table: Table<u32, u32> = Table::new(37);
+            let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+            for step in 0..30_000u32 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let key = (x % 97) as u32;
+                let h = hash(key);
+                match (x >> 32) % 16 {
+                    0..=4 => {
+                        let a = *map.get_or_insert_with(key, || step);
+                        let b = if let Some(slot) = table.find(h, &key) {
+                            *table.touch(slot)
+                        } else {
+                            table.insert(h, key, step, false);
+                            step
+                        };
+                        assert_eq!(a, b, "step {step}");
+                    }
+                    5..=7 => {
+                        let a = *map.get_or_insert_touched(key, || step);
+                        let b = if let Some(slot) = table.find(h, &key) {
+                            *table.touch(slot)
+                        } else {
+                            let slot = table.insert(h, key, step, true);
+                            *table.touch(slot)
+                        };
+                        assert_eq!(a, b, "step {step}");
+                    }
+                    8..=10 => {
+                        let a = map.get_mut(&key).map(|v| *v);
+                        let b = table.find(h, &key).map(|slot| *table.touch(slot));
+                        assert_eq!(a, b, "step {step}");
+                    }
+                    11 => assert_eq!(map.get(&key), table.get(h, &key), "step {step}"),
+                    12..=14 => assert_eq!(map.remove(&key), table.remove(h, &key), "step {step}"),
+                    _ => {
+                        let m = (x >> 40) % 5 + 2;
+                        map.retain(|k, v| (k + *v) % m as u32 != 0);
+                        table.retain(|k, v| (k + *v) % m as u32 != 0);
+                    }
+                }
+                let held =
+                    |v: Vec<(&u32, &u32)>| v.into_iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>();
+                assert_eq!(
+                    held(map.iter().collect()),
+                    held(table.iter().collect()),
+                    "step {step}"
+                );
+                assert_eq!(map.evictions(), table.evictions(), "step {step}");
+                // Every key held is found where it is.
+                for (i, (k, _)) in (0u32..).zip(table.iter()) {
+                    assert_eq!(table.find(hash(*k), k), Some(i), "step {step}");
+                }
+            }
+            assert!(table.evictions() > 1000);
+        }
+    }
 
     /// `sort_events` leaves exactly what `sort_unstable_by_key` leaves: sorted series
     /// with out-of-order tails, with many ties (some differing in bytes) and with few.
