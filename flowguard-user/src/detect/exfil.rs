@@ -93,6 +93,7 @@ use super::{
     Category, Detector, Entities, Finding, Sides,
     common::{self, HostFilter, Prevalence, SAMPLED_CONFIDENCE, num},
     config::{DetectConfig, ExfilConfig},
+    engine::Routed,
     lru::{BoundedMap, SlotHints},
     seasonal::{self, BinView, HourProfile, Learn},
     sketch::{CountMin, HomeNets, addr_hash, mix64},
@@ -915,6 +916,17 @@ fn orient(config: &DetectConfig, r: &FlowRecord) -> Option<(IpAddr, IpAddr, bool
     orient_by(|a| config.is_internal(a), r).map(|(h, p, o)| (*h, *p, o))
 }
 
+/// [`orient_by`] for a routed record, from what the router already knows ([`Sides`]):
+/// none unless this shard owns the internal end.
+#[inline]
+fn orient_routed(record: &FlowRecord, sides: Sides) -> Option<(&IpAddr, &IpAddr, bool)> {
+    match (sides.src_internal, sides.dst_internal) {
+        (true, false) if sides.src_owned => Some((&record.src_addr, &record.dst_addr, true)),
+        (false, true) if sides.dst_owned => Some((&record.dst_addr, &record.src_addr, false)),
+        _ => None,
+    }
+}
+
 /// [`orient`] with the addresses borrowed from the record (17 bytes each: the hot path
 /// copies them only where a map needs a key).
 fn orient_by(
@@ -945,7 +957,16 @@ impl ExfilDetector {
 
     /// Takes an on-time record of internal `host` (owned by this shard) with external
     /// `peer`; `outbound` when the host sent it.
-    #[inline]
+    ///
+    /// Inlined into the loops over records: what most records need (hashing, prevalence,
+    /// the host's bytes, the pair bitmap and admission sketch, and a pair's state that
+    /// its hint finds) runs in the loop; the rarer paths (an admission, a new host, a
+    /// stitched connection) are calls.
+    #[inline(always)]
+    #[expect(
+        clippy::inline_always,
+        reason = "left to itself LLVM calls this once per record: about 20 more instructions per record than with it in the loop"
+    )]
     fn observe_host(
         &mut self,
         record: &FlowRecord,
@@ -970,73 +991,143 @@ impl ExfilDetector {
                 .host_hints
                 .get(host_hash)
                 .and_then(|i| self.hosts.get_mut_in(i, host));
-            let hb = if let Some(hb) = hinted {
-                hb
+            if let Some(hb) = hinted {
+                if hb.window < w {
+                    hb.roll(w, &self.periodic);
+                }
+                hb.out += record.bytes;
             } else {
-                let (i, hb) = self.hosts.get_or_insert_slot(*host, || HostBase {
-                    window: w,
-                    ..HostBase::default()
-                });
-                self.host_hints.set(host_hash, i);
-                hb
-            };
-            if hb.window < w {
-                hb.roll(w, &self.periodic);
+                self.add_host_bytes(host, host_hash, w, record.bytes);
             }
-            hb.out += record.bytes;
         }
         let pair = pair_hash(host_hash, peer_hash);
-        // One lookup on the common path: a known pair in its current window; none for
-        // most records, whose pair has no state.
-        let held = if self.pair_filter.may_hold(pair) {
-            let key = (*host, *peer);
-            let hinted = self
-                .pair_hints
-                .get(pair)
-                .and_then(|i| self.pairs.get_mut_in(i, &key));
-            if hinted.is_some() {
-                hinted
-            } else {
-                self.pairs.get_mut_slot(&key).map(|(i, p)| {
-                    self.pair_hints.set(pair, i);
-                    p
-                })
-            }
-        } else {
-            None
-        };
-        let mut p = if let Some(p) = held {
+        // A pair with state in its current window takes the record; most records' pair
+        // has none (a clear bit), and they only add to the admission sketch.
+        if self.pair_filter.may_hold(pair)
+            && self.observe_held(record, t, w, host, peer, outbound, pair)
+        {
+            return;
+        }
+        // Admission: a pair gets state once it moved `admit_bytes` in a window.
+        if w > self.admission_window {
+            self.admission.clear();
+            self.admission_window = w;
+        }
+        let moved = u32::try_from(record.bytes).unwrap_or(u32::MAX);
+        if self.admission.add(pair, moved) < self.admit_bytes {
+            return;
+        }
+        self.observe_admitted(record, t, w, host, peer, outbound, pair);
+    }
+
+    /// [`Self::observe_host`] for a host the hint did not find: inserts it if new.
+    #[inline(never)]
+    fn add_host_bytes(&mut self, host: &IpAddr, host_hash: u64, w: u64, bytes: u64) {
+        let (i, hb) = self.hosts.get_or_insert_slot(*host, || HostBase {
+            window: w,
+            ..HostBase::default()
+        });
+        self.host_hints.set(host_hash, i);
+        if hb.window < w {
+            hb.roll(w, &self.periodic);
+        }
+        hb.out += bytes;
+    }
+
+    /// Adds the record to its pair's state if the pair has some (its bitmap bit is set);
+    /// false when it has none after all (a collision, or a pair evicted since), and the
+    /// record goes on to admission.
+    #[inline(always)]
+    #[expect(
+        clippy::inline_always,
+        reason = "most records of a busy site take this path: a call costs them about 30 instructions"
+    )]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the record as observe_host sees it; a struct of these made LLVM spill more in the loop"
+    )]
+    fn observe_held(
+        &mut self,
+        record: &FlowRecord,
+        t: u64,
+        w: u64,
+        host: &IpAddr,
+        peer: &IpAddr,
+        outbound: bool,
+        pair: u64,
+    ) -> bool {
+        let key = (*host, *peer);
+        // Through the hint when it is right, else the index (noting the slot).
+        let hinted = self
+            .pair_hints
+            .get(pair)
+            .and_then(|i| self.pairs.get_mut_in(i, &key));
+        let mut p = if let Some(p) = hinted {
+            p
+        } else if let Some((i, p)) = self.pairs.get_mut_slot(&key) {
+            self.pair_hints.set(pair, i);
             p
         } else {
-            // Admission: a pair gets state once it moved `admit_bytes` in a window.
-            if w > self.admission_window {
-                self.admission.clear();
-                self.admission_window = w;
-            }
-            let moved = u32::try_from(record.bytes).unwrap_or(u32::MAX);
-            if self.admission.add(pair, moved) < self.admit_bytes {
-                return;
-            }
-            // Marked recently used as it is inserted: the admitting record has always
-            // marked its pair, and eviction order depends on it.
-            let fresh = move || Pair {
-                window: w,
-                ..Pair::default()
-            };
-            if self.pair_filter.add(pair) {
-                // Rare: the bitmap is rebuilt with the new pair in the map, then the
-                // pair is looked up again.
-                self.pairs.get_or_insert_touched((*host, *peer), fresh);
-                self.pair_filter.rebuild_pairs(&self.pairs);
-                let Some(p) = self.pairs.get_mut(&(*host, *peer)) else {
-                    return;
-                };
-                p
-            } else {
-                self.pairs.get_or_insert_touched((*host, *peer), fresh)
-            }
+            return false;
         };
+        if p.window < w {
+            self.roll_window(key, w);
+            let Some(q) = self.pairs.get_mut(&key) else {
+                return true;
+            };
+            p = q;
+        }
+        let gap = self.config.exfil.stitch_gap_ms;
+        let (new_conn, duration) = stitch(
+            &mut self.conns,
+            &mut self.conn_filter,
+            gap,
+            record,
+            t,
+            key,
+            outbound,
+            pair,
+        );
+        add_to_window(&mut p.cur, record, t, outbound, new_conn, duration);
+        true
+    }
+
+    /// Gives a pair that the admission sketch just let in its state (the record that
+    /// admitted it is its first).
+    #[inline(never)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the record as observe_host sees it"
+    )]
+    fn observe_admitted(
+        &mut self,
+        record: &FlowRecord,
+        t: u64,
+        w: u64,
+        host: &IpAddr,
+        peer: &IpAddr,
+        outbound: bool,
+        pair: u64,
+    ) {
         let key = (*host, *peer);
+        // Marked recently used as it is inserted: the admitting record has always
+        // marked its pair, and eviction order depends on it.
+        let fresh = move || Pair {
+            window: w,
+            ..Pair::default()
+        };
+        let mut p = if self.pair_filter.add(pair) {
+            // Rare: the bitmap is rebuilt with the new pair in the map, then the pair is
+            // looked up again.
+            self.pairs.get_or_insert_touched(key, fresh);
+            self.pair_filter.rebuild_pairs(&self.pairs);
+            let Some(p) = self.pairs.get_mut(&key) else {
+                return;
+            };
+            p
+        } else {
+            self.pairs.get_or_insert_touched(key, fresh)
+        };
         if p.window < w {
             self.roll_window(key, w);
             let Some(q) = self.pairs.get_mut(&key) else {
@@ -1044,69 +1135,147 @@ impl ExfilDetector {
             };
             p = q;
         }
-        // Stitch the connection (either direction of one 5-tuple).
-        let (host_port, peer_port) = if outbound {
-            (record.src_port, record.dst_port)
-        } else {
-            (record.dst_port, record.src_port)
-        };
-        let ck = ConnKey {
-            host: *host,
-            peer: *peer,
-            host_port,
-            peer_port,
-            protocol: record.protocol,
-        };
         let gap = self.config.exfil.stitch_gap_ms;
+        let (new_conn, duration) = stitch(
+            &mut self.conns,
+            &mut self.conn_filter,
+            gap,
+            record,
+            t,
+            key,
+            outbound,
+            pair,
+        );
+        add_to_window(&mut p.cur, record, t, outbound, new_conn, duration);
+    }
+}
+
+/// Stitches a record of pair `key` (hashed `pair`) into its connection (either direction
+/// of one 5-tuple; records closer than `gap` ms belong to one), opening one for an
+/// outbound record of at least [`CONN_MIN_BYTES`]. Returns whether a connection began
+/// and how long the record's connection has lasted (0 without one).
+///
+/// Most records of a pair belong to no stitched connection, which the bitmap answers
+/// here; the map's part is a call.
+#[inline]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the disjoint parts of the detector's state a pair's record needs"
+)]
+fn stitch(
+    conns: &mut BoundedMap<ConnKey, Conn>,
+    conn_filter: &mut KeyFilter,
+    gap: u64,
+    record: &FlowRecord,
+    t: u64,
+    key: (IpAddr, IpAddr),
+    outbound: bool,
+    pair: u64,
+) -> (bool, u64) {
+    let (host_port, peer_port) = if outbound {
+        (record.src_port, record.dst_port)
+    } else {
+        (record.dst_port, record.src_port)
+    };
+    let conn = conn_hash(pair, host_port, peer_port, record.protocol);
+    let may_hold = conn_filter.may_hold(conn);
+    let opens = outbound && record.bytes >= CONN_MIN_BYTES;
+    if !may_hold && !opens {
+        return (false, 0);
+    }
+    let ck = ConnKey {
+        host: key.0,
+        peer: key.1,
+        host_port,
+        peer_port,
+        protocol: record.protocol,
+    };
+    stitch_conn(
+        conns,
+        conn_filter,
+        gap,
+        record,
+        t,
+        ck,
+        conn,
+        may_hold,
+        opens,
+    )
+}
+
+/// [`stitch`] for a record that may belong to a stitched connection (`may_hold`: its
+/// bit is set) or `opens` one if it does not.
+#[inline(never)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the disjoint parts of the detector's state a pair's record needs"
+)]
+fn stitch_conn(
+    conns: &mut BoundedMap<ConnKey, Conn>,
+    conn_filter: &mut KeyFilter,
+    gap: u64,
+    record: &FlowRecord,
+    t: u64,
+    ck: ConnKey,
+    conn: u64,
+    may_hold: bool,
+    opens: bool,
+) -> (bool, u64) {
+    let held = if may_hold { conns.get_mut(&ck) } else { None };
+    if let Some(c) = held {
         let mut new_conn = false;
-        let mut duration = 0;
-        let conn = conn_hash(pair, host_port, peer_port, record.protocol);
-        let held = if self.conn_filter.may_hold(conn) {
-            self.conns.get_mut(&ck)
+        if record.start_ms <= c.last_ms + gap {
+            c.last_ms = c.last_ms.max(t);
+            c.first_ms = c.first_ms.min(record.start_ms);
         } else {
-            None
-        };
-        if let Some(c) = held {
-            if record.start_ms <= c.last_ms + gap {
-                c.last_ms = c.last_ms.max(t);
-                c.first_ms = c.first_ms.min(record.start_ms);
-            } else {
-                *c = Conn {
-                    first_ms: record.start_ms,
-                    last_ms: t,
-                };
-                new_conn = true;
-            }
-            duration = c.last_ms - c.first_ms;
-        } else if outbound && record.bytes >= CONN_MIN_BYTES {
-            self.conns.get_or_insert_with(ck, || Conn {
-                first_ms: record.start_ms.min(t),
+            *c = Conn {
+                first_ms: record.start_ms,
                 last_ms: t,
-            });
-            if self.conn_filter.add(conn) {
-                self.conn_filter.rebuild_conns(&self.conns);
-            }
+            };
             new_conn = true;
-            duration = t - record.start_ms.min(t);
         }
-        let s = &mut p.cur;
-        if s.records == 0 {
-            s.first_ms = t;
+        (new_conn, c.last_ms - c.first_ms)
+    } else if opens {
+        conns.get_or_insert_with(ck, || Conn {
+            first_ms: record.start_ms.min(t),
+            last_ms: t,
+        });
+        if conn_filter.add(conn) {
+            conn_filter.rebuild_conns(conns);
         }
-        s.records += 1;
-        s.first_ms = s.first_ms.min(record.start_ms.max(1));
-        s.last_ms = s.last_ms.max(t);
-        s.sampled |= record.sampling_interval > 1;
-        s.long_ms = s.long_ms.max(duration);
-        s.conns += u32::from(new_conn);
-        if outbound {
-            s.out = s.out.saturating_add(record.bytes);
-            if record.bytes >= CONN_MIN_BYTES {
-                s.port = record.dst_port;
-            }
-        } else {
-            s.inn = s.inn.saturating_add(record.bytes);
+        (true, t - record.start_ms.min(t))
+    } else {
+        (false, 0)
+    }
+}
+
+/// Adds a record to its pair's current window sums; `new_conn` and `duration` from
+/// [`stitch`].
+#[inline]
+fn add_to_window(
+    s: &mut WindowSums,
+    record: &FlowRecord,
+    t: u64,
+    outbound: bool,
+    new_conn: bool,
+    duration: u64,
+) {
+    if s.records == 0 {
+        s.first_ms = t;
+    }
+    s.records += 1;
+    s.first_ms = s.first_ms.min(record.start_ms.max(1));
+    s.last_ms = s.last_ms.max(t);
+    s.sampled |= record.sampling_interval > 1;
+    s.long_ms = s.long_ms.max(duration);
+    s.conns += u32::from(new_conn);
+    if outbound {
+        s.out = s.out.saturating_add(record.bytes);
+        if record.bytes >= CONN_MIN_BYTES {
+            s.port = record.dst_port;
         }
+    } else {
+        s.inn = s.inn.saturating_add(record.bytes);
     }
 }
 
@@ -1133,13 +1302,25 @@ impl Detector for ExfilDetector {
         let Some(t) = self.on_time(record) else {
             return;
         };
-        // The same orientation as `orient_by`, from what the router already knows.
-        let (host, peer, outbound) = match (sides.src_internal, sides.dst_internal) {
-            (true, false) if sides.src_owned => (&record.src_addr, &record.dst_addr, true),
-            (false, true) if sides.dst_owned => (&record.dst_addr, &record.src_addr, false),
-            _ => return,
+        let Some((host, peer, outbound)) = orient_routed(record, sides) else {
+            return;
         };
         self.observe_host(record, t, host, peer, outbound);
+    }
+
+    /// One loop over the run with the per-record path ([`ExfilDetector::observe_host`])
+    /// inlined in it: the same steps as [`Detector::observe_routed`] on each record,
+    /// without a call per record.
+    fn observe_batch(&mut self, batch: &[Routed]) {
+        for r in batch {
+            let Some(t) = self.on_time(&r.record) else {
+                continue;
+            };
+            let Some((host, peer, outbound)) = orient_routed(&r.record, r.sides) else {
+                continue;
+            };
+            self.observe_host(&r.record, t, host, peer, outbound);
+        }
     }
 
     fn advance(&mut self, watermark_ms: u64, out: &mut Vec<Finding>) {
