@@ -200,6 +200,44 @@ impl Hash for VKey {
     }
 }
 
+/// A slab slot number that names no slot: a [`Due`] entry made where the series' slot
+/// is not at hand, found through the index when taken.
+const NO_SLOT: u32 = u32::MAX;
+
+/// An entry of the due schedule: a series key, unpacked, and the slab slot the series
+/// held when it was scheduled. The slot is a hint, checked by one key comparison when
+/// the entry is taken ([`BoundedMap::get_mut_in`]); a slot given to another key since
+/// (eviction) falls back to the index. With it, the slot-closing pass does not hash and
+/// probe for every series it visits. 24 bytes, as the key alone.
+#[derive(Clone, Copy, Debug)]
+struct Due {
+    hi: u64,
+    lo: u64,
+    slot: u32,
+    tag: u8,
+}
+
+impl Due {
+    #[inline]
+    fn new(key: VKey, slot: u32) -> Self {
+        Self {
+            hi: key.hi,
+            lo: key.lo,
+            slot,
+            tag: key.tag,
+        }
+    }
+
+    #[inline]
+    fn key(self) -> VKey {
+        VKey {
+            tag: self.tag,
+            hi: self.hi,
+            lo: self.lo,
+        }
+    }
+}
+
 impl std::fmt::Debug for VKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (self.role(), self.addr()) {
@@ -328,11 +366,11 @@ const WHEEL_SLOT_KEEP: usize = 64;
 /// series once it holds more than twice their number ([`VolumeDetector::compact_due`]).
 #[derive(Debug)]
 struct DueWheel {
-    slots: Vec<Vec<VKey>>,
+    slots: Vec<Vec<Due>>,
     /// Every entry before this slot has been taken.
     base: u64,
-    now: Vec<VKey>,
-    far: BTreeMap<u64, Vec<VKey>>,
+    now: Vec<Due>,
+    far: BTreeMap<u64, Vec<Due>>,
     /// Entries held, stale ones included.
     len: usize,
 }
@@ -350,7 +388,7 @@ impl Default for DueWheel {
 }
 
 impl DueWheel {
-    fn push(&mut self, at: u64, key: VKey) {
+    fn push(&mut self, at: u64, key: Due) {
         self.len += 1;
         if at < self.base {
             self.now.push(key);
@@ -362,7 +400,7 @@ impl DueWheel {
     }
 
     /// Moves every entry due before `until` to `out`.
-    fn take_until(&mut self, until: u64, out: &mut Vec<VKey>) {
+    fn take_until(&mut self, until: u64, out: &mut Vec<Due>) {
         let before = out.len();
         out.append(&mut self.now);
         if self.now.capacity() > WHEEL_SLOT_KEEP {
@@ -393,7 +431,7 @@ impl DueWheel {
     }
 
     /// Moves `far` entries that now fall inside the wheel (or are due) into it.
-    fn pull_far(&mut self, out: &mut Vec<VKey>) {
+    fn pull_far(&mut self, out: &mut Vec<Due>) {
         if self.far.is_empty() {
             return;
         }
@@ -415,7 +453,7 @@ impl DueWheel {
     }
 
     /// Every scheduled key (stale entries included).
-    fn keys(&self) -> impl Iterator<Item = &VKey> {
+    fn keys(&self) -> impl Iterator<Item = &Due> {
         self.now
             .iter()
             .chain(self.slots.iter().flatten())
@@ -529,7 +567,7 @@ pub struct VolumeDetector {
     /// are closed when they are next due, in the same order and with the same result as
     /// closing them one by one.
     due: DueWheel,
-    due_scratch: Vec<VKey>,
+    due_scratch: Vec<Due>,
     pending: Vec<VKey>,
     /// Series holding late records.
     late_keys: Vec<VKey>,
@@ -642,10 +680,10 @@ impl VolumeDetector {
         } = *share;
         let params = &*self.params;
         // Borrows the map and the parameters apart (not through `series_get_mut`).
-        let s = if TOTAL {
-            &mut self.total
+        let (slab_slot, s) = if TOTAL {
+            (NO_SLOT, &mut self.total)
         } else {
-            self.series.get_or_insert_with(key, Series::default)
+            self.series.get_or_insert_slot(key, Series::default)
         };
         if !s.started {
             s.started = true;
@@ -692,7 +730,7 @@ impl VolumeDetector {
         let schedule = first_open.filter(|&slot| s.sched.is_none_or(|at| slot < at));
         if let Some(slot) = schedule {
             s.sched = Some(slot);
-            self.due.push(slot, key);
+            self.due.push(slot, Due::new(key, slab_slot));
         }
         if emits {
             self.pending.push(key);
@@ -748,7 +786,7 @@ impl VolumeDetector {
                 let at = s.head;
                 if s.sched.is_none_or(|due| at < due) {
                     s.sched = Some(at);
-                    self.due.push(at, key);
+                    self.due.push(at, Due::new(key, NO_SLOT));
                 }
                 self.pending.push(key);
             }
@@ -929,8 +967,21 @@ impl VolumeDetector {
         let params = &*self.params;
         let mut due = std::mem::take(&mut self.due_scratch);
         self.due.take_until(until_slot, &mut due);
-        for key in due.drain(..) {
-            let Some(s) = series_mut(&mut self.series, &mut self.total, key) else {
+        for mut entry in due.drain(..) {
+            let key = entry.key();
+            // Through the entry's slot when it still holds the key: the same series and
+            // reference bit as `get_mut`, without hashing.
+            let hinted = if key.is_total() {
+                Some(&mut self.total)
+            } else {
+                self.series.get_mut_in(entry.slot, &key)
+            };
+            let s = if let Some(s) = hinted {
+                s
+            } else if let Some((slot, s)) = self.series.get_mut_slot(&key) {
+                entry.slot = slot;
+                s
+            } else {
                 continue;
             };
             if s.sched.is_none_or(|at| at >= until_slot) {
@@ -940,7 +991,7 @@ impl VolumeDetector {
             let emits = s.head < until_slot && close_until(s, key, until_slot, params);
             s.sched = next_due(s);
             if let Some(at) = s.sched {
-                self.due.push(at, key);
+                self.due.push(at, entry);
             }
             if emits {
                 self.pending.push(key);
@@ -956,13 +1007,14 @@ impl VolumeDetector {
             return;
         }
         self.due.clear();
-        for (k, s) in self.series.iter() {
+        // Iteration is in slab order: the position is the slot.
+        for ((k, s), slot) in self.series.iter().zip(0u32..) {
             if let Some(at) = s.sched {
-                self.due.push(at, *k);
+                self.due.push(at, Due::new(*k, slot));
             }
         }
         if let Some(at) = self.total.sched {
-            self.due.push(at, VKey::TOTAL_KEY);
+            self.due.push(at, Due::new(VKey::TOTAL_KEY, NO_SLOT));
         }
     }
 
@@ -970,7 +1022,7 @@ impl VolumeDetector {
     fn last_due_slot(&self) -> u64 {
         self.due
             .keys()
-            .filter_map(|k| self.series_get(*k))
+            .filter_map(|e| self.series_get(e.key()))
             .map(|s| s.head + RING as u64)
             .max()
             .unwrap_or(0)
