@@ -1955,23 +1955,21 @@ mod tests {
         };
         for case in 0..4000 {
             let n = 3 + (next() % 300) as usize;
-            let period = 1000 + next() % 100_000;
+            // Small numbers, as i64 (every cast below is exact).
+            let mut small = |below: u64| i64::from((next() % below) as u32);
+            let period = 1000 + small(100_000);
             let mut ints: Vec<u32> = (0..n)
                 .map(|_| {
                     let d = match case % 4 {
                         // Jittered beats, some missed.
                         0 | 1 => {
-                            let beats = 1 + next() % 3 * (next() % 2);
-                            let jitter = (next() % (period / 3 + 1)) as i64 - (period / 6) as i64;
-                            (period * beats) as i64 + jitter
+                            let beats = 1 + small(3) * small(2);
+                            period * beats + small(period as u64 / 3 + 1) - period / 6
                         }
                         // Exact beats: many ties, and intervals on the tolerance's edge.
-                        2 => {
-                            (period * (1 + next() % 4)) as i64
-                                + [0, 150, -150][(next() % 3) as usize]
-                        }
+                        2 => period * (1 + small(4)) + [0, 150, -150][small(3) as usize],
                         // No period at all.
-                        _ => (next() % 10_000_000) as i64,
+                        _ => small(10_000_000),
                     };
                     d.clamp(1, i64::from(u32::MAX)) as u32
                 })
