@@ -358,8 +358,7 @@ pub struct ExfilDetector {
     hosts: BoundedMap<IpAddr, HostBase>,
     /// Where hosts sit in `hosts` (asked for every outbound record).
     host_hints: SlotHints,
-    conns: BoundedMap<ConnKey, Conn>,
-    conn_filter: KeyFilter,
+    conns: Stitched,
     prevalence: Prevalence,
     periodic: Periodic,
     home: HomeNets,
@@ -391,8 +390,7 @@ impl ExfilDetector {
             pair_hints: SlotHints::new(HINT_BITS),
             hosts: BoundedMap::new(cap),
             host_hints: SlotHints::new(HINT_BITS),
-            conns: BoundedMap::new(cap),
-            conn_filter: KeyFilter::new(),
+            conns: Stitched::new(cap),
             prevalence: Prevalence::new(cap),
             periodic: Periodic::new(&config.exfil),
             home: HomeNets::new(&config.home_nets),
@@ -1078,16 +1076,7 @@ impl ExfilDetector {
             p = q;
         }
         let gap = self.config.exfil.stitch_gap_ms;
-        let (new_conn, duration) = stitch(
-            &mut self.conns,
-            &mut self.conn_filter,
-            gap,
-            record,
-            t,
-            key,
-            outbound,
-            pair,
-        );
+        let (new_conn, duration) = self.conns.stitch(gap, record, t, key, outbound, pair);
         add_to_window(&mut p.cur, record, t, outbound, new_conn, duration);
         true
     }
@@ -1136,93 +1125,103 @@ impl ExfilDetector {
             p = q;
         }
         let gap = self.config.exfil.stitch_gap_ms;
-        let (new_conn, duration) = stitch(
-            &mut self.conns,
-            &mut self.conn_filter,
-            gap,
-            record,
-            t,
-            key,
-            outbound,
-            pair,
-        );
+        let (new_conn, duration) = self.conns.stitch(gap, record, t, key, outbound, pair);
         add_to_window(&mut p.cur, record, t, outbound, new_conn, duration);
     }
 }
 
-/// Stitches a record of pair `key` (hashed `pair`) into its connection (either direction
-/// of one 5-tuple; records closer than `gap` ms belong to one), opening one for an
-/// outbound record of at least [`CONN_MIN_BYTES`]. Returns whether a connection began
-/// and how long the record's connection has lasted (0 without one).
-///
-/// Most records of a pair belong to no stitched connection, which the bitmap answers
-/// here; the map's part is a call.
-#[inline]
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the disjoint parts of the detector's state a pair's record needs"
-)]
-fn stitch(
-    conns: &mut BoundedMap<ConnKey, Conn>,
-    conn_filter: &mut KeyFilter,
-    gap: u64,
-    record: &FlowRecord,
-    t: u64,
-    key: (IpAddr, IpAddr),
-    outbound: bool,
-    pair: u64,
-) -> (bool, u64) {
-    let (host_port, peer_port) = if outbound {
-        (record.src_port, record.dst_port)
-    } else {
-        (record.dst_port, record.src_port)
-    };
-    let conn = conn_hash(pair, host_port, peer_port, record.protocol);
-    let may_hold = conn_filter.may_hold(conn);
-    let opens = outbound && record.bytes >= CONN_MIN_BYTES;
-    if !may_hold && !opens {
-        return (false, 0);
-    }
-    let ck = ConnKey {
-        host: key.0,
-        peer: key.1,
-        host_port,
-        peer_port,
-        protocol: record.protocol,
-    };
-    stitch_conn(
-        conns,
-        conn_filter,
-        gap,
-        record,
-        t,
-        ck,
-        conn,
-        may_hold,
-        opens,
-    )
+/// The stitched connections of admitted pairs: the map, a bitmap of their hashes
+/// ([`conn_hash`], see [`KeyFilter`]) and where the busiest sit in the map.
+struct Stitched {
+    map: BoundedMap<ConnKey, Conn>,
+    filter: KeyFilter,
+    /// Where connections sit in `map`, by [`conn_hash`]: a record of a stitched
+    /// connection finds it without hashing the 38-byte key.
+    hints: SlotHints,
 }
 
-/// [`stitch`] for a record that may belong to a stitched connection (`may_hold`: its
-/// bit is set) or `opens` one if it does not.
-#[inline(never)]
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the disjoint parts of the detector's state a pair's record needs"
-)]
-fn stitch_conn(
-    conns: &mut BoundedMap<ConnKey, Conn>,
-    conn_filter: &mut KeyFilter,
-    gap: u64,
-    record: &FlowRecord,
-    t: u64,
-    ck: ConnKey,
-    conn: u64,
-    may_hold: bool,
-    opens: bool,
-) -> (bool, u64) {
-    let held = if may_hold { conns.get_mut(&ck) } else { None };
-    if let Some(c) = held {
+impl Stitched {
+    fn new(cap: usize) -> Self {
+        Self {
+            map: BoundedMap::new(cap),
+            filter: KeyFilter::new(),
+            hints: SlotHints::new(HINT_BITS),
+        }
+    }
+
+    /// Stitches a record of pair `key` (hashed `pair`) into its connection (either
+    /// direction of one 5-tuple; records closer than `gap` ms belong to one), opening
+    /// one for an outbound record of at least [`CONN_MIN_BYTES`]. Returns whether a
+    /// connection began and how long the record's connection has lasted (0 without
+    /// one).
+    ///
+    /// Most records of a pair belong to no stitched connection, which the bitmap
+    /// answers here; the map's part is a call.
+    #[inline(always)]
+    #[expect(
+        clippy::inline_always,
+        reason = "part of the path of most records of a busy site (see observe_held)"
+    )]
+    fn stitch(
+        &mut self,
+        gap: u64,
+        record: &FlowRecord,
+        t: u64,
+        key: (IpAddr, IpAddr),
+        outbound: bool,
+        pair: u64,
+    ) -> (bool, u64) {
+        let (host_port, peer_port) = if outbound {
+            (record.src_port, record.dst_port)
+        } else {
+            (record.dst_port, record.src_port)
+        };
+        let conn = conn_hash(pair, host_port, peer_port, record.protocol);
+        let may_hold = self.filter.may_hold(conn);
+        let opens = outbound && record.bytes >= CONN_MIN_BYTES;
+        if !may_hold && !opens {
+            return (false, 0);
+        }
+        let ck = ConnKey {
+            host: key.0,
+            peer: key.1,
+            host_port,
+            peer_port,
+            protocol: record.protocol,
+        };
+        if may_hold && let Some(stitched) = self.extend(gap, record, t, &ck, conn) {
+            return stitched;
+        }
+        if opens {
+            // Not held: the bit is clear, or the map just said so.
+            return self.open(record, t, ck, conn);
+        }
+        (false, 0)
+    }
+
+    /// [`Self::stitch`] for a record whose connection's bit is set: the connection's
+    /// state if it is held.
+    #[inline(never)]
+    fn extend(
+        &mut self,
+        gap: u64,
+        record: &FlowRecord,
+        t: u64,
+        ck: &ConnKey,
+        conn: u64,
+    ) -> Option<(bool, u64)> {
+        // Through the hint when it is right, else the index (noting the slot).
+        let hinted = self
+            .hints
+            .get(conn)
+            .and_then(|i| self.map.get_mut_in(i, ck));
+        let c = if let Some(c) = hinted {
+            c
+        } else {
+            let (i, c) = self.map.get_mut_slot(ck)?;
+            self.hints.set(conn, i);
+            c
+        };
         let mut new_conn = false;
         if record.start_ms <= c.last_ms + gap {
             c.last_ms = c.last_ms.max(t);
@@ -1234,23 +1233,27 @@ fn stitch_conn(
             };
             new_conn = true;
         }
-        (new_conn, c.last_ms - c.first_ms)
-    } else if opens {
-        conns.get_or_insert_with(ck, || Conn {
+        Some((new_conn, c.last_ms - c.first_ms))
+    }
+
+    /// [`Self::stitch`] for an outbound record of at least [`CONN_MIN_BYTES`] of no
+    /// held connection (`ck` is not in the map): opens one.
+    #[inline(never)]
+    fn open(&mut self, record: &FlowRecord, t: u64, ck: ConnKey, conn: u64) -> (bool, u64) {
+        let i = self.map.insert_absent(ck, || Conn {
             first_ms: record.start_ms.min(t),
             last_ms: t,
         });
-        if conn_filter.add(conn) {
-            conn_filter.rebuild_conns(conns);
+        self.hints.set(conn, i);
+        if self.filter.add(conn) {
+            self.filter.rebuild_conns(&self.map);
         }
         (true, t - record.start_ms.min(t))
-    } else {
-        (false, 0)
     }
 }
 
 /// Adds a record to its pair's current window sums; `new_conn` and `duration` from
-/// [`stitch`].
+/// [`Stitched::stitch`].
 #[inline]
 fn add_to_window(
     s: &mut WindowSums,
@@ -1336,10 +1339,10 @@ impl Detector for ExfilDetector {
             let horizon = self
                 .watermark_ms
                 .saturating_sub(self.config.allowed_lateness_ms + self.config.exfil.stitch_gap_ms);
-            let held = self.conns.len();
-            self.conns.retain(|_, c| c.last_ms >= horizon);
-            if self.conns.len() < held {
-                self.conn_filter.rebuild_conns(&self.conns);
+            let held = self.conns.map.len();
+            self.conns.map.retain(|_, c| c.last_ms >= horizon);
+            if self.conns.map.len() < held {
+                self.conns.filter.rebuild_conns(&self.conns.map);
             }
         }
     }
@@ -1347,8 +1350,8 @@ impl Detector for ExfilDetector {
     fn finish(&mut self, out: &mut Vec<Finding>) {
         out.append(&mut self.pending);
         self.close_windows_before(u64::MAX, out);
-        self.conns.clear();
-        self.conn_filter.rebuild_conns(&self.conns);
+        self.conns.map.clear();
+        self.conns.filter.rebuild_conns(&self.conns.map);
     }
 
     fn state_bytes(&self) -> usize {
@@ -1356,11 +1359,12 @@ impl Detector for ExfilDetector {
             + self.pair_filter.bytes()
             + self.pair_hints.bytes()
             + self.host_hints.bytes()
-            + self.conn_filter.bytes()
+            + self.conns.filter.bytes()
+            + self.conns.hints.bytes()
             + self.hosts.shallow_bytes()
             + self.hosts.iter().filter(|(_, h)| h.daily.is_some()).count()
                 * size_of::<HourProfile>()
-            + self.conns.shallow_bytes()
+            + self.conns.map.shallow_bytes()
             + self.prevalence.state_bytes()
             + self.admission.bytes()
             + (self.scratch.capacity() + self.scratch2.capacity()) * 8
@@ -1369,7 +1373,7 @@ impl Detector for ExfilDetector {
     fn evictions(&self) -> u64 {
         self.pairs.evictions()
             + self.hosts.evictions()
-            + self.conns.evictions()
+            + self.conns.map.evictions()
             + self.prevalence.evictions()
     }
 }
