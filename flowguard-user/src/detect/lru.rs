@@ -89,7 +89,10 @@ pub type FxBuildHasher = BuildHasherDefault<FxHasher>;
 /// prefetch those records' state, so that its loads from the outer caches overlap with
 /// the work on the current record instead of stalling it one record at a time.
 #[inline(always)]
-#[expect(clippy::inline_always, reason = "one instruction; a call would cost more")]
+#[expect(
+    clippy::inline_always,
+    reason = "one instruction; a call would cost more"
+)]
 pub fn prefetch<T>(value: &T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch never faults and never changes memory; `value` is a live
@@ -631,7 +634,7 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let key = (x % 97) as u32;
-            if (x >> 32) % 3 == 0 {
+            if (x >> 32).is_multiple_of(3) {
                 looked.get_mut(&key);
                 blind.get_mut(&key);
             } else if looked.get(&key).is_none() {
