@@ -1054,21 +1054,22 @@ impl ExfilDetector {
         outbound: bool,
         pair: u64,
     ) -> bool {
-        let key = (*host, *peer);
-        // Through the hint when it is right, else the index (noting the slot).
-        let hinted = self
-            .pair_hints
-            .get(pair)
-            .and_then(|i| self.pairs.get_mut_in(i, &key));
+        // Through the hint when it is right (the addresses compared where they are),
+        // else the index (noting the slot).
+        let hinted = self.pair_hints.get(pair).and_then(|i| {
+            self.pairs
+                .get_mut_in_by(i, |k| k.0 == *host && k.1 == *peer)
+        });
         let mut p = if let Some(p) = hinted {
             p
-        } else if let Some((i, p)) = self.pairs.get_mut_slot(&key) {
+        } else if let Some((i, p)) = self.pairs.get_mut_slot(&(*host, *peer)) {
             self.pair_hints.set(pair, i);
             p
         } else {
             return false;
         };
         if p.window < w {
+            let key = (*host, *peer);
             self.roll_window(key, w);
             let Some(q) = self.pairs.get_mut(&key) else {
                 return true;
@@ -1076,7 +1077,9 @@ impl ExfilDetector {
             p = q;
         }
         let gap = self.config.exfil.stitch_gap_ms;
-        let (new_conn, duration) = self.conns.stitch(gap, record, t, key, outbound, pair);
+        let (new_conn, duration) = self
+            .conns
+            .stitch(gap, record, t, host, peer, outbound, pair);
         add_to_window(&mut p.cur, record, t, outbound, new_conn, duration);
         true
     }
@@ -1125,7 +1128,9 @@ impl ExfilDetector {
             p = q;
         }
         let gap = self.config.exfil.stitch_gap_ms;
-        let (new_conn, duration) = self.conns.stitch(gap, record, t, key, outbound, pair);
+        let (new_conn, duration) = self
+            .conns
+            .stitch(gap, record, t, host, peer, outbound, pair);
         add_to_window(&mut p.cur, record, t, outbound, new_conn, duration);
     }
 }
@@ -1149,11 +1154,11 @@ impl Stitched {
         }
     }
 
-    /// Stitches a record of pair `key` (hashed `pair`) into its connection (either
-    /// direction of one 5-tuple; records closer than `gap` ms belong to one), opening
-    /// one for an outbound record of at least [`CONN_MIN_BYTES`]. Returns whether a
-    /// connection began and how long the record's connection has lasted (0 without
-    /// one).
+    /// Stitches a record of `host` and `peer` (their pair hashed `pair`) into its
+    /// connection (either direction of one 5-tuple; records closer than `gap` ms belong
+    /// to one), opening one for an outbound record of at least [`CONN_MIN_BYTES`].
+    /// Returns whether a connection began and how long the record's connection has
+    /// lasted (0 without one).
     ///
     /// Most records of a pair belong to no stitched connection, which the bitmap
     /// answers here; the map's part is a call.
@@ -1162,12 +1167,17 @@ impl Stitched {
         clippy::inline_always,
         reason = "part of the path of most records of a busy site (see observe_held)"
     )]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the record as observe_host sees it"
+    )]
     fn stitch(
         &mut self,
         gap: u64,
         record: &FlowRecord,
         t: u64,
-        key: (IpAddr, IpAddr),
+        host: &IpAddr,
+        peer: &IpAddr,
         outbound: bool,
         pair: u64,
     ) -> (bool, u64) {
@@ -1183,8 +1193,8 @@ impl Stitched {
             return (false, 0);
         }
         let ck = ConnKey {
-            host: key.0,
-            peer: key.1,
+            host: *host,
+            peer: *peer,
             host_port,
             peer_port,
             protocol: record.protocol,
