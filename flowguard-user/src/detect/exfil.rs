@@ -73,8 +73,8 @@
 //! baseline ≈ 180 bytes, plus a daily profile of 264 bytes (heap) for the hosts that have
 //! one, stitched connection ≈ 110 bytes plus 2–4 bytes of bitmap (only kept for records
 //! of ≥ 64 kB), prevalence entry ≈ 90 bytes; each map is capped at
-//! `max_keys_per_detector`; and two fixed 16 KB tables of where pairs and hosts sit in
-//! their maps, which spare the busiest of them the hashing.
+//! `max_keys_per_detector`; and three fixed 16 KB tables of where pairs, hosts and
+//! stitched connections sit in their maps, which spare the busiest of them the hashing.
 
 #![allow(
     clippy::too_many_lines,
@@ -1324,6 +1324,13 @@ impl Detector for ExfilDetector {
     /// One loop over the run with the per-record path ([`ExfilDetector::observe_host`])
     /// inlined in it: the same steps as [`Detector::observe_routed`] on each record,
     /// without a call per record.
+    ///
+    /// It does not look ahead to prefetch the records' state. On the busy site (24 MB of
+    /// this detector's state) the loads a look-ahead starts early (admission sketch
+    /// lines, pair, host and prevalence slots) are about 3% of the detector's time, and
+    /// the look-ahead's own work (hashing the records ahead, keeping them in a ring,
+    /// the prefetch addresses) cost 50 to 90 instructions a record: measured slower on
+    /// both datasets.
     fn observe_batch(&mut self, batch: &[Routed]) {
         for r in batch {
             let Some(t) = self.on_time(&r.record) else {
