@@ -423,6 +423,19 @@ impl<K: Hash + Eq + Copy, V> BoundedMap<K, V> {
         );
         self.insert_new(key, make, false)
     }
+
+    /// [`Self::get_mut_in`] with the comparison made by `is_key` (true for the key
+    /// sought): for a key held in parts, such as two addresses borrowed from a record,
+    /// that would otherwise be copied into one value just to be compared.
+    #[inline]
+    pub fn get_mut_in_by(&mut self, slot: u32, is_key: impl FnOnce(&K) -> bool) -> Option<&mut V> {
+        let s = self.slots.get_mut(slot as usize)?;
+        if !is_key(&s.key) {
+            return None;
+        }
+        s.referenced = true;
+        Some(&mut s.value)
+    }
 }
 
 /// A fixed-size, direct-mapped table from a key's hash to the [`BoundedMap`] slot it
@@ -648,5 +661,38 @@ mod tests {
             );
         }
         assert!(blind.evictions() > 1000);
+    }
+
+    #[test]
+    fn get_mut_in_by_matches_get_mut_in() {
+        // The same answers and reference bits as the comparison with a whole key, for
+        // slots that hold the key, another key or none.
+        let mut whole: BoundedMap<(u32, u32), u32> = BoundedMap::new(37);
+        let mut parts: BoundedMap<(u32, u32), u32> = BoundedMap::new(37);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for step in 0..20_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let key = ((x % 7) as u32, ((x >> 8) % 13) as u32);
+            let slot = ((x >> 16) % 40) as u32;
+            if (x >> 32).is_multiple_of(2) {
+                whole.get_or_insert_with(key, || step);
+                parts.get_or_insert_with(key, || step);
+            } else {
+                let by_key = whole.get_mut_in(slot, &key).map(|v| *v);
+                let by_parts = parts
+                    .get_mut_in_by(slot, |k| k.0 == key.0 && k.1 == key.1)
+                    .map(|v| *v);
+                assert_eq!(by_key, by_parts, "step {step}");
+            }
+            let bits = |m: &BoundedMap<(u32, u32), u32>| {
+                m.slots
+                    .iter()
+                    .map(|s| (s.key, s.value, s.referenced))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(bits(&whole), bits(&parts), "step {step}");
+        }
     }
 }
