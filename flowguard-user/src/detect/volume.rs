@@ -444,7 +444,23 @@ impl Default for DueWheel {
 }
 
 impl DueWheel {
+    /// Schedules `key` at slot `at`. Inline for the usual case, a slot inside the wheel
+    /// whose vector has room; the rest goes through [`push_slow`](Self::push_slow).
+    #[inline]
     fn push(&mut self, at: u64, key: Due) {
+        if at.wrapping_sub(self.base) < WHEEL {
+            let keys = &mut self.slots[(at % WHEEL) as usize];
+            if keys.len() < keys.capacity() {
+                self.len += 1;
+                keys.push(key);
+                return;
+            }
+        }
+        self.push_slow(at, key);
+    }
+
+    #[inline(never)]
+    fn push_slow(&mut self, at: u64, key: Due) {
         self.len += 1;
         if at < self.base {
             self.now.push(key);
