@@ -436,6 +436,17 @@ impl<K: Hash + Eq + Copy, V> BoundedMap<K, V> {
         s.referenced = true;
         Some(&mut s.value)
     }
+
+    /// The key and value in slot `slot` (a number from [`Self::get_mut_slot`] or a
+    /// [`SlotHints`] entry; `None` out of range), without touching recency: for
+    /// prefetching the parts of a large value a record will touch, beyond the first line
+    /// that [`Self::prefetch_slot`] loads.
+    #[inline]
+    #[must_use]
+    pub fn peek_slot(&self, slot: u32) -> Option<(&K, &V)> {
+        let s = self.slots.get(slot as usize)?;
+        Some((&s.key, &s.value))
+    }
 }
 
 /// A fixed-size, direct-mapped table from a key's hash to the [`BoundedMap`] slot it

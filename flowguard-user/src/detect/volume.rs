@@ -75,7 +75,8 @@ use super::{
     Category, Detector, Entities, Finding, Sides,
     common::{self, HostFilter, SAMPLED_CONFIDENCE, num},
     config::{DetectConfig, VolumeConfig},
-    lru::BoundedMap,
+    engine::Routed,
+    lru::{self, BoundedMap, SlotHints},
     sketch::{DistinctCounter, addr_hash},
     stats::{Ewma, ZeroDecay},
 };
@@ -238,6 +239,54 @@ impl Due {
     }
 }
 
+impl VKey {
+    /// A hash for [`SlotHints`] (not the index's): one multiply, whose bits 40 and up
+    /// (the ones the hints use) mix every bit of an IPv4 address and the tag, placed
+    /// above it so that a host's victim and source series get buckets of their own.
+    #[inline]
+    fn hint_hash(self) -> u64 {
+        (self.lo ^ self.hi.rotate_left(23) ^ (u64::from(self.tag) << 32))
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+}
+
+/// Counted records [`Detector::observe_batch`] looks ahead to load their series (a power
+/// of two).
+const AHEAD: usize = 4;
+const _: () = assert!(AHEAD.is_power_of_two());
+
+/// Buckets (log2) of the series [`SlotHints`]: 128 KiB, about two buckets per series on
+/// the busy dataset (some 16,000 series).
+const HINT_BITS: u32 = 15;
+
+/// Whether a record is established TCP, which volume leaves out: data (big packets or
+/// PSH) or a long-lived ACK stream (the reverse direction of a download). ACK floods are
+/// short tiny flows.
+#[inline]
+fn established_data(record: &FlowRecord) -> bool {
+    record.protocol == 6
+        && record.tcp_flags & 0x10 != 0
+        && (record.raw_bytes > 200 * record.raw_packets.max(1)
+            || record.tcp_flags & 0x08 != 0
+            || (record.raw_packets >= 2 && record.end_ms.saturating_sub(record.start_ms) >= 1000))
+}
+
+/// What a counted record does to this shard's series, worked out before its turn (in
+/// [`Detector::observe_batch`], so that the series it adds to load meanwhile): which host
+/// series it adds to, the slab slots their hints gave then (checked when the record adds
+/// to them: records counted in between may have moved them), and the slot of its end.
+#[derive(Clone, Copy, Debug, Default)]
+struct Touch {
+    /// The record's place in its run.
+    index: u32,
+    victim_slot: u32,
+    source_slot: u32,
+    victim: bool,
+    source: bool,
+    /// The slot of the record's event time (its last share).
+    last_slot: u64,
+}
+
 impl std::fmt::Debug for VKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (self.role(), self.addr()) {
@@ -297,31 +346,38 @@ struct HoltWinters {
 type Occupancy = u16;
 const _: () = assert!(RING == Occupancy::BITS as usize);
 
+/// A series' ring, baselines and counterparty state.
+///
+/// Laid out in C order: first the fields a record reads and writes when it adds to the
+/// series and no slot closes (the head fields, 64 bytes, one cache line or two), so that
+/// [`VolumeDetector::prefetch_series`] loads them with two prefetches beside the slab
+/// slot's key and the ring cell; the fields only closing reads come last.
 #[derive(Debug, Default)]
+#[repr(C)]
 struct Series {
-    ring: [[f32; 3]; RING],
+    head: u64,
+    /// The slot at which this series next needs closing work (an entry in
+    /// `VolumeDetector::due`), if any.
+    sched: Option<u64>,
+    /// Weighted Boyer–Moore majority candidate among the counterparties.
+    top_peer: Option<IpAddr>,
     /// Bit `i` set when `ring[i]` holds data. Every share added is positive (a flow's
     /// share of one flow at least), so a slot holds data exactly when it is not all
     /// zeros; the mask answers "which slots hold data" without reading the ring.
     occupied: Occupancy,
-    head: u64,
     started: bool,
+    sampled: bool,
+    top_weight: f32,
+    /// All counterparty weight (bytes), decayed like `top_weight`.
+    total_weight: f32,
+    alert: Option<Box<Alert>>,
+    ring: [[f32; 3]; RING],
     prev: [f32; 3],
     base: [Ewma; 3],
     closed: u32,
     last_closed: u64,
-    /// The slot at which this series next needs closing work (an entry in
-    /// `VolumeDetector::due`), if any.
-    sched: Option<u64>,
-    sampled: bool,
-    alert: Option<Box<Alert>>,
     hw: Option<Box<HoltWinters>>,
     late: Option<Box<Late>>,
-    /// Weighted Boyer–Moore majority candidate among the counterparties.
-    top_peer: Option<IpAddr>,
-    top_weight: f32,
-    /// All counterparty weight (bytes), decayed like `top_weight`.
-    total_weight: f32,
 }
 
 impl Series {
@@ -388,7 +444,23 @@ impl Default for DueWheel {
 }
 
 impl DueWheel {
+    /// Schedules `key` at slot `at`. Inline for the usual case, a slot inside the wheel
+    /// whose vector has room; the rest goes through [`push_slow`](Self::push_slow).
+    #[inline]
     fn push(&mut self, at: u64, key: Due) {
+        if at.wrapping_sub(self.base) < WHEEL {
+            let keys = &mut self.slots[(at % WHEEL) as usize];
+            if keys.len() < keys.capacity() {
+                self.len += 1;
+                keys.push(key);
+                return;
+            }
+        }
+        self.push_slow(at, key);
+    }
+
+    #[inline(never)]
+    fn push_slow(&mut self, at: u64, key: Due) {
         self.len += 1;
         if at < self.base {
             self.now.push(key);
@@ -560,6 +632,8 @@ pub struct VolumeDetector {
     config: DetectConfig,
     params: Box<Params>,
     series: BoundedMap<VKey, Series>,
+    /// The slab slot each host series was last found in, by [`VKey::hint_hash`].
+    hints: SlotHints,
     total: Series,
     /// Series by the slot at which they next need closing work: the first slot holding
     /// data, the slot after one (its window still holds that data), or every slot while
@@ -584,6 +658,7 @@ impl VolumeDetector {
             config: config.clone(),
             params: Box::new(Params::new(&config.volume)),
             series: BoundedMap::new(config.max_keys_per_detector),
+            hints: SlotHints::new(HINT_BITS),
             total: Series {
                 hw: Some(Box::default()),
                 ..Series::default()
@@ -627,9 +702,9 @@ impl VolumeDetector {
     /// established TCP and stop before it).
     #[inline(never)]
     #[expect(clippy::cast_precision_loss, reason = "rates in f32")]
-    fn count(&mut self, r: &FlowRecord, end: u64, (src_owned, dst_owned): (bool, bool)) {
+    fn count(&mut self, r: &FlowRecord, touch: &Touch) {
         let slot_ms = self.params.slot_ms;
-        let last_slot = end / slot_ms;
+        let (end, last_slot) = (common::event_ms(r), touch.last_slot);
         let start = if r.start_ms == 0 {
             end
         } else {
@@ -648,29 +723,34 @@ impl VolumeDetector {
             sampled: r.sampling_interval > 1,
         };
         let (src, dst) = (r.src_addr, r.dst_addr);
-        let take = |a: IpAddr, owned: bool| owned && !common::is_group_or_unspecified(a);
-        let (take_dst, take_src) = (take(dst, dst_owned), take(src, src_owned));
-        if take_dst {
-            self.add_host(VKey::victim(dst), src, &share);
+        if touch.victim {
+            self.add_host(VKey::victim(dst), touch.victim_slot, src, &share);
         }
-        if take_src {
-            self.add_host(VKey::source(src), dst, &share);
+        if touch.source {
+            self.add_host(VKey::source(src), touch.source_slot, dst, &share);
         }
-        self.add::<true>(VKey::TOTAL_KEY, None, &share);
+        self.add::<true>(VKey::TOTAL_KEY, 0, None, &share);
         self.compact_due();
     }
 
     /// [`add`](Self::add) for a victim or source series, `peer` being the counterparty.
     #[inline(never)]
-    fn add_host(&mut self, key: VKey, peer: IpAddr, share: &Share) {
-        self.add::<false>(key, Some(peer), share);
+    fn add_host(&mut self, key: VKey, hint: u32, peer: IpAddr, share: &Share) {
+        self.add::<false>(key, hint, Some(peer), share);
     }
 
     /// Adds a record's share to `key`'s slots: to the ring where they are still open, to
     /// the series' late slots where they have closed already. `TOTAL` says whether `key`
-    /// is the total's, so that its path (no lookup, no peer) is compiled apart.
+    /// is the total's, so that its path (no lookup, no peer) is compiled apart; `hint`
+    /// is the slab slot a host key's hint gave ([`NO_SLOT`] for none).
     #[inline]
-    fn add<const TOTAL: bool>(&mut self, key: VKey, peer: Option<IpAddr>, share: &Share) {
+    fn add<const TOTAL: bool>(
+        &mut self,
+        key: VKey,
+        hint: u32,
+        peer: Option<IpAddr>,
+        share: &Share,
+    ) {
         let Share {
             first_slot,
             last_slot,
@@ -683,7 +763,16 @@ impl VolumeDetector {
         let (slab_slot, s) = if TOTAL {
             (NO_SLOT, &mut self.total)
         } else {
-            self.series.get_or_insert_slot(key, Series::default)
+            // Through the hint when it is right: the same series and reference bit as
+            // `get_or_insert_with`, without hashing the key and probing the index.
+            let hinted = self.series.get_mut_in(hint, &key).map(|s| (hint, s));
+            if let Some(found) = hinted {
+                found
+            } else {
+                let (i, s) = self.series.get_or_insert_slot(key, Series::default);
+                self.hints.set(key.hint_hash(), i);
+                (i, s)
+            }
         };
         if !s.started {
             s.started = true;
@@ -1404,22 +1493,72 @@ impl VolumeDetector {
     #[inline]
     fn observe_owned(&mut self, record: &FlowRecord, owned: (bool, bool)) {
         let end = common::event_ms(record);
+        self.note_late(end);
+        if !established_data(record) {
+            let touch = self.touch(0, record, end, owned);
+            self.count(record, &touch);
+        }
+    }
+
+    /// Counts a record ending at `end` in [`late_records`](Self::late_records) if it is late.
+    #[inline]
+    fn note_late(&mut self, end: u64) {
         if end + self.config.allowed_lateness_ms < self.watermark_ms {
             // Still counted: a quiet series may hold its slots open, and the others judge
             // it with their late slots (an IPFIX collector replays data sets held for a
             // missing template minutes later).
             self.late += 1;
         }
-        // Established TCP: data (big packets or PSH) or a long-lived ACK stream (the
-        // reverse direction of a download). ACK floods are short tiny flows.
-        let established_data = record.protocol == 6
-            && record.tcp_flags & 0x10 != 0
-            && (record.raw_bytes > 200 * record.raw_packets.max(1)
-                || record.tcp_flags & 0x08 != 0
-                || (record.raw_packets >= 2
-                    && record.end_ms.saturating_sub(record.start_ms) >= 1000));
-        if !established_data {
-            self.count(record, end, owned);
+    }
+
+    /// The touch of `record`, the `index`-th of its run, ending at `end`; `owned` says
+    /// whether this shard keeps the series of its source and of its destination.
+    #[expect(
+        clippy::inline_always,
+        reason = "out of line, building and returning the touch cost some 17 instructions more per counted record"
+    )]
+    #[inline(always)]
+    fn touch(
+        &self,
+        index: u32,
+        record: &FlowRecord,
+        end: u64,
+        (src_owned, dst_owned): (bool, bool),
+    ) -> Touch {
+        let (src, dst) = (record.src_addr, record.dst_addr);
+        let take = |a: IpAddr, owned: bool| owned && !common::is_group_or_unspecified(a);
+        let (victim, source) = (take(dst, dst_owned), take(src, src_owned));
+        let hint = |taken: bool, key: VKey| {
+            if taken {
+                self.hints.get(key.hint_hash()).unwrap_or(NO_SLOT)
+            } else {
+                NO_SLOT
+            }
+        };
+        Touch {
+            index,
+            victim_slot: hint(victim, VKey::victim(dst)),
+            source_slot: hint(source, VKey::source(src)),
+            victim,
+            source,
+            last_slot: end / self.params.slot_ms,
+        }
+    }
+
+    /// Starts loading the parts of the host series `touch` adds to that the record will
+    /// touch (where the hints said they were): the slab slot's key, the series' head
+    /// fields and the ring cell of the record's last slot.
+    #[inline]
+    fn prefetch_series(&self, touch: &Touch) {
+        let cell = (touch.last_slot % RING as u64) as usize;
+        for slot in [touch.victim_slot, touch.source_slot] {
+            if let Some((key, s)) = self.series.peek_slot(slot) {
+                lru::prefetch(key);
+                // The head fields' 64 bytes, on one line or two.
+                lru::prefetch(&s.head);
+                lru::prefetch(&s.alert);
+                lru::prefetch(&s.ring[cell]);
+            }
         }
     }
 }
@@ -1437,6 +1576,46 @@ impl Detector for VolumeDetector {
 
     fn observe_routed(&mut self, record: &FlowRecord, sides: Sides) {
         self.observe_owned(record, (sides.src_owned, sides.dst_owned));
+    }
+
+    /// [`observe_routed`](Self::observe_routed) for each record of the run, loading the
+    /// host series of a counted record ahead of its turn: they start loading (where their
+    /// hints say they are) when the record is sorted out of the run, and it waits in a
+    /// small ring until [`AHEAD`] more counted records have been. On a busy site the
+    /// series are spread over a slab larger than the second-level cache, and with all
+    /// detectors sharing the cache, waiting for them one record at a time stalls the
+    /// detector (the look-ahead saves some 4 % of the whole pipeline's time on the busy
+    /// dataset; the slot hints alone, without it, nothing measurable).
+    fn observe_batch(&mut self, batch: &[Routed]) {
+        let (lateness, watermark) = (self.config.allowed_lateness_ms, self.watermark_ms);
+        let mut late = 0;
+        let mut waiting = [Touch::default(); AHEAD];
+        // Counted records sorted out so far, and those counted.
+        let (mut sorted, mut counted) = (0, 0);
+        for (r, index) in batch.iter().zip(0u32..) {
+            let end = common::event_ms(&r.record);
+            // As `note_late`.
+            late += u64::from(end + lateness < watermark);
+            if established_data(&r.record) {
+                continue;
+            }
+            let owned = (r.sides.src_owned, r.sides.dst_owned);
+            let touch = self.touch(index, &r.record, end, owned);
+            self.prefetch_series(&touch);
+            if sorted - counted == AHEAD {
+                let t = waiting[counted % AHEAD];
+                self.count(&batch[t.index as usize].record, &t);
+                counted += 1;
+            }
+            waiting[sorted % AHEAD] = touch;
+            sorted += 1;
+        }
+        self.late += late;
+        while counted < sorted {
+            let t = waiting[counted % AHEAD];
+            self.count(&batch[t.index as usize].record, &t);
+            counted += 1;
+        }
     }
 
     fn advance(&mut self, watermark_ms: u64, out: &mut Vec<Finding>) {
@@ -1460,6 +1639,7 @@ impl Detector for VolumeDetector {
     fn state_bytes(&self) -> usize {
         let alert = size_of::<Alert>() + 2 * crate::detect::sketch::HyperLogLog::heap_bytes();
         self.series.shallow_bytes()
+            + self.hints.bytes()
             + self
                 .series
                 .iter()
