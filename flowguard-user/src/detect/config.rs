@@ -142,12 +142,16 @@ impl PortRules {
 
     /// The rules that could cover a v4 record read with `from` as the rules' source end.
     #[inline]
+    #[expect(
+        clippy::needless_bitwise_bool,
+        reason = "both tests made, so that no branch depends on either"
+    )]
     fn covering_v4(&self, from: u32, to: u32) -> u64 {
-        if from & self.from.1 == self.from.0 && to & self.to.1 == self.to.0 {
-            self.rules
-        } else {
-            0
-        }
+        // Both tests made and the mask selected without a branch: whether a record's
+        // source end falls in the hull is as random as the record's direction, a branch
+        // per test mispredicted about once a record.
+        let inside = (from & self.from.1 == self.from.0) & (to & self.to.1 == self.to.0);
+        std::hint::select_unpredictable(inside, self.rules, 0)
     }
 }
 
@@ -394,7 +398,7 @@ impl Site {
         };
         let (src, dst) = (src.to_bits(), dst.to_bits());
         let sides = (self.home.contains_v4(src), self.home.contains_v4(dst));
-        if !(sides.0 || sides.1) {
+        if !(sides.0 | sides.1) {
             return None;
         }
         // Most records name no port an allow rule names, or come from hosts no rule of

@@ -723,10 +723,20 @@ impl VolumeDetector {
             sampled: r.sampling_interval > 1,
         };
         let (src, dst) = (r.src_addr, r.dst_addr);
-        if touch.victim {
+        if touch.victim != touch.source {
+            // One end kept here, nearly every record: which one is as random as the
+            // record's direction, so it is chosen without a branch (two branches on
+            // `victim` and `source` mispredicted about every other record).
+            let v = touch.victim;
+            let (role, slot) = std::hint::select_unpredictable(
+                v,
+                (VKey::VICTIM, touch.victim_slot),
+                (VKey::SOURCE, touch.source_slot),
+            );
+            let (host, peer) = std::hint::select_unpredictable(v, (&dst, &src), (&src, &dst));
+            self.add_host(VKey::host(role, *host), slot, *peer, &share);
+        } else if touch.victim {
             self.add_host(VKey::victim(dst), touch.victim_slot, src, &share);
-        }
-        if touch.source {
             self.add_host(VKey::source(src), touch.source_slot, dst, &share);
         }
         self.add::<true>(VKey::TOTAL_KEY, 0, None, &share);
