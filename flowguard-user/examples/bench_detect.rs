@@ -27,7 +27,8 @@
 //! `FLOWGUARD_BENCH_RECORDS=N` sets the synthetic record count (default 2,000,000) and
 //! `FLOWGUARD_BENCH_DATASETS=synthetic,scenario,busy,keys` picks the datasets (all by default), for
 //! profiling smaller runs under callgrind; each pipeline is timed as the best of
-//! `FLOWGUARD_BENCH_REPEAT` passes (default 3; five times as many for the short scenario). `FLOWGUARD_BENCH_EACH=1` adds a row per
+//! `FLOWGUARD_BENCH_REPEAT` passes (default 3; five times as many for the short
+//! scenario), the pipelines taking turns. `FLOWGUARD_BENCH_EACH=1` adds a row per
 //! detector run alone.
 
 use std::{
@@ -141,15 +142,31 @@ struct Row {
 }
 
 /// The best of `repeat` passes of each pipeline (the machine may be busy with other work).
+/// The pipelines take turns, one pass each per round, so that a slow spell of the machine
+/// falls on all of them alike and the ratios to routing stay fair.
 fn measure(name: &str, config: &DetectConfig, recs: &[FlowRecord], repeat: usize) -> Row {
-    let best = |factory: Factory| {
-        (0..repeat.max(1))
-            .map(|_| run(config, recs, factory))
-            .min_by(|a, b| a.0.total_cmp(&b.0))
-            .expect("at least one pass")
-    };
-    let (base_secs, _, _) = best(no_detectors);
-    let (secs, findings, stats) = best(standard_detectors);
+    let mut pipelines: Vec<(&'static str, Factory)> =
+        vec![("routing", no_detectors), ("all", standard_detectors)];
+    if std::env::var_os("FLOWGUARD_BENCH_EACH").is_some() {
+        pipelines.extend([
+            ("scan", scan_only as Factory),
+            ("exfil", exfil_only),
+            ("beacon", beacon_only),
+            ("volume", volume_only),
+        ]);
+    }
+    let mut best: Vec<Option<(f64, Vec<Finding>, ShardStats)>> = vec![None; pipelines.len()];
+    for _ in 0..repeat.max(1) {
+        for (slot, &(_, factory)) in best.iter_mut().zip(&pipelines) {
+            let pass = run(config, recs, factory);
+            if slot.as_ref().is_none_or(|b| pass.0 < b.0) {
+                *slot = Some(pass);
+            }
+        }
+    }
+    let mut best = best.into_iter().map(|b| b.expect("at least one pass"));
+    let (base_secs, _, _) = best.next().expect("the routing pipeline");
+    let (secs, findings, stats) = best.next().expect("the all-detectors pipeline");
     if let Some(dir) = std::env::var_os("FLOWGUARD_BENCH_DUMP") {
         // Every finding of the all-detectors pass, so that a change meant to be faster
         // only can be checked to give byte-identical results.
@@ -161,23 +178,11 @@ fn measure(name: &str, config: &DetectConfig, recs: &[FlowRecord], repeat: usize
         let json = serde_json::to_string_pretty(&findings).expect("findings serialize");
         std::fs::write(&path, json).expect("write the findings dump");
     }
-    let each = if std::env::var_os("FLOWGUARD_BENCH_EACH").is_some() {
-        let alone: [(&'static str, Factory); 4] = [
-            ("scan", scan_only),
-            ("exfil", exfil_only),
-            ("beacon", beacon_only),
-            ("volume", volume_only),
-        ];
-        alone
-            .into_iter()
-            .map(|(name, f)| {
-                let (s, _, st) = best(f);
-                (name, s, st.state_bytes)
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let each = pipelines[2..]
+        .iter()
+        .zip(best)
+        .map(|(&(name, _), (s, _, st))| (name, s, st.state_bytes))
+        .collect();
     Row {
         name: name.to_owned(),
         records: recs.len(),
