@@ -114,7 +114,9 @@ fn volume_only(c: &DetectConfig, _: ShardId) -> Vec<Box<dyn Detector + Send>> {
 
 type Factory = fn(&DetectConfig, ShardId) -> Vec<Box<dyn Detector + Send>>;
 
-/// One timed pass: seconds, findings, shard 0's counters.
+/// One timed pass: seconds, findings, shard 0's counters. Never inlined, so that
+/// callgrind can collect it alone (`--toggle-collect='bench_detect::run*'`).
+#[inline(never)]
 fn run(
     config: &DetectConfig,
     recs: &[FlowRecord],
