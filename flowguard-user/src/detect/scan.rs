@@ -266,6 +266,10 @@ impl ScanDetector {
     /// are needed.
     #[inline(always)]
     #[expect(clippy::inline_always, reason = "once per record, into `observe_if`")]
+    #[expect(
+        clippy::needless_bitwise_bool,
+        reason = "cheap tests made together, so that no branch depends on one"
+    )]
     fn classify(r: &FlowRecord) -> Option<(bool, Outcome)> {
         match r.protocol {
             6 => {
@@ -284,12 +288,11 @@ impl ScanDetector {
             17 => {
                 // A reply from a service port, or a symmetric exchange between two service
                 // ports (NTP 123↔123, IKE 500↔500): a server answering, not probing.
+                // The cheap tests all made, without a branch on each (which of them
+                // fails varies from record to record).
                 let response =
-                    r.src_port < 1024 && (r.dst_port >= 1024 || r.dst_port == r.src_port);
-                (r.raw_packets <= 2
-                    && r.raw_bytes <= 240
-                    && !response
-                    && r.dst_port < 32_768
+                    (r.src_port < 1024) & ((r.dst_port >= 1024) | (r.dst_port == r.src_port));
+                ((r.raw_packets <= 2) & (r.raw_bytes <= 240) & !response & (r.dst_port < 32_768)
                     && !common::is_group_or_unspecified(r.dst_addr))
                 .then_some((false, Outcome::Probe))
             }
