@@ -300,6 +300,33 @@ fn tag(hash: u64) -> u32 {
     (hash >> 32) as u32
 }
 
+/// Drops the entries of `table` whose last time (`last_ms`) is more than `horizon` before
+/// `now`, and sets `oldest` to the earliest last time kept. The table is only swept when
+/// its oldest entry may have expired (`oldest` from the last sweep) or it has evicted:
+/// otherwise the sweep would keep every entry and change nothing else either (it moves
+/// the eviction hand only once evictions have started).
+fn sweep<K: Eq + Copy, V>(
+    table: &mut Table<K, V>,
+    oldest: &mut u64,
+    horizon: u64,
+    now: u64,
+    last_ms: impl Fn(&V) -> u64,
+) {
+    if table.evictions() == 0 && oldest.saturating_add(horizon) >= now {
+        return;
+    }
+    let mut kept = u64::MAX;
+    table.retain(|_, v| {
+        let t = last_ms(v);
+        let keep = t + horizon >= now;
+        if keep {
+            kept = kept.min(t);
+        }
+        keep
+    });
+    *oldest = kept;
+}
+
 impl<K: Eq + Copy, V> Table<K, V> {
     /// An empty table that will hold at most `cap` keys (at least 1), as
     /// [`BoundedMap::new`].
@@ -424,15 +451,12 @@ impl<K: Eq + Copy, V> Table<K, V> {
             if (self.slots.len() + 1) * 2 > self.index.len() {
                 self.grow_index();
             }
-            if self.slots.len() == self.slots.capacity() {
-                // Grow geometrically, but never past the cap.
-                let want = (self.slots.len() * 2).max(16).min(self.cap) - self.slots.len();
-                self.slots.reserve_exact(want);
-            }
+            lru::reserve_one(&mut self.slots, self.cap);
             self.slots.push(slot);
             self.slots.len() - 1
         } else {
-            let victim = self.victim();
+            // CLOCK, as the map.
+            let victim = lru::clock_victim(&mut self.slots, &mut self.hand, |s| &mut s.referenced);
             #[expect(clippy::cast_possible_truncation, reason = "victim < cap < 2^32")]
             self.unindex(self.slots[victim].tag, victim as u32);
             self.slots[victim] = slot;
@@ -443,25 +467,6 @@ impl<K: Eq + Copy, V> Table<K, V> {
         let i = i as u32;
         self.index_insert(tag, i);
         i
-    }
-
-    /// CLOCK, as the map: advance the hand past referenced slots (clearing their bit) to
-    /// the first unreferenced one.
-    fn victim(&mut self) -> usize {
-        loop {
-            if self.hand >= self.slots.len() {
-                self.hand = 0;
-            }
-            let slot = &mut self.slots[self.hand];
-            if slot.referenced {
-                slot.referenced = false;
-                self.hand += 1;
-            } else {
-                let v = self.hand;
-                self.hand += 1;
-                return v;
-            }
-        }
     }
 
     /// [`BoundedMap::remove`]: removes `key` (hash `hash`), moving the last slot into its
@@ -1048,32 +1053,21 @@ impl BeaconDetector {
         let horizon = self.config.beacon.horizon_ms;
         let now = self.watermark_ms;
         // Drop series silent for the whole horizon (the episode is over), and
-        // connections that fell out of the horizon. Each table is only swept when its
-        // oldest entry may have expired: otherwise the sweep would keep every entry, and
-        // change nothing else either (it moves the eviction hand only once evictions
-        // have started).
-        if self.series.evictions() > 0 || self.series_oldest_ms.saturating_add(horizon) < now {
-            let mut oldest = u64::MAX;
-            self.series.retain(|_, s| {
-                let keep = s.last_ms + horizon >= now;
-                if keep {
-                    oldest = oldest.min(s.last_ms);
-                }
-                keep
-            });
-            self.series_oldest_ms = oldest;
-        }
-        if self.first.evictions() > 0 || self.first_oldest_ms.saturating_add(horizon) < now {
-            let mut oldest = u64::MAX;
-            self.first.retain(|_, f| {
-                let keep = f.last_ms + horizon >= now;
-                if keep {
-                    oldest = oldest.min(f.last_ms);
-                }
-                keep
-            });
-            self.first_oldest_ms = oldest;
-        }
+        // connections that fell out of the horizon.
+        sweep(
+            &mut self.series,
+            &mut self.series_oldest_ms,
+            horizon,
+            now,
+            |s| s.last_ms,
+        );
+        sweep(
+            &mut self.first,
+            &mut self.first_oldest_ms,
+            horizon,
+            now,
+            |f| f.last_ms,
+        );
         // The keys to score, with their slots (nothing below moves a series).
         let mut ordered: Vec<SeriesKey> = Vec::new();
         let mut slots: Vec<u32> = Vec::new();

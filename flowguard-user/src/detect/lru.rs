@@ -282,11 +282,7 @@ impl<K: Hash + Eq + Copy, V> BoundedMap<K, V> {
     #[inline]
     fn insert_new(&mut self, key: K, make: impl FnOnce() -> V, mark: bool) -> u32 {
         let i = if self.slots.len() < self.cap {
-            if self.slots.len() == self.slots.capacity() {
-                // Grow geometrically, but never past the cap.
-                let want = (self.slots.len() * 2).max(16).min(self.cap) - self.slots.len();
-                self.slots.reserve_exact(want);
-            }
+            reserve_one(&mut self.slots, self.cap);
             self.slots.push(Slot {
                 key,
                 value: make(),
@@ -296,7 +292,7 @@ impl<K: Hash + Eq + Copy, V> BoundedMap<K, V> {
         } else {
             // The victim is chosen before the new slot exists, so `mark` cannot save or
             // doom any key in this call: only later evictions see it.
-            let victim = self.victim();
+            let victim = clock_victim(&mut self.slots, &mut self.hand, |s| &mut s.referenced);
             let slot = &mut self.slots[victim];
             self.index.remove(&slot.key);
             *slot = Slot {
@@ -312,25 +308,6 @@ impl<K: Hash + Eq + Copy, V> BoundedMap<K, V> {
         let i = i as u32;
         self.index.insert(key, i);
         i
-    }
-
-    /// CLOCK: advance the hand past referenced slots (clearing their bit) to the first
-    /// unreferenced one.
-    fn victim(&mut self) -> usize {
-        loop {
-            if self.hand >= self.slots.len() {
-                self.hand = 0;
-            }
-            let slot = &mut self.slots[self.hand];
-            if slot.referenced {
-                slot.referenced = false;
-                self.hand += 1;
-            } else {
-                let v = self.hand;
-                self.hand += 1;
-                return v;
-            }
-        }
     }
 
     /// Starts loading slot `slot` (a number from [`Self::get_mut_slot`] or a
@@ -446,6 +423,39 @@ impl<K: Hash + Eq + Copy, V> BoundedMap<K, V> {
     pub fn peek_slot(&self, slot: u32) -> Option<(&K, &V)> {
         let s = self.slots.get(slot as usize)?;
         Some((&s.key, &s.value))
+    }
+}
+
+/// CLOCK, for a slab of slots with reference bits (the [`BoundedMap`]'s, and any table
+/// that keeps its slots the same way): advances `hand` past referenced slots, clearing
+/// their bit, to the first unreferenced one, and returns it (the hand moves past it).
+/// `slots` must not be empty.
+pub(crate) fn clock_victim<S>(
+    slots: &mut [S],
+    hand: &mut usize,
+    referenced: impl Fn(&mut S) -> &mut bool,
+) -> usize {
+    loop {
+        if *hand >= slots.len() {
+            *hand = 0;
+        }
+        let bit = referenced(&mut slots[*hand]);
+        let victim = *hand;
+        *hand += 1;
+        if *bit {
+            *bit = false;
+        } else {
+            return victim;
+        }
+    }
+}
+
+/// Makes room for one more slot in a slab capped at `cap` slots: geometric growth, but
+/// never past the cap, so a full slab holds exactly `cap`.
+pub(crate) fn reserve_one<S>(slots: &mut Vec<S>, cap: usize) {
+    if slots.len() == slots.capacity() {
+        let want = (slots.len() * 2).max(16).min(cap) - slots.len();
+        slots.reserve_exact(want);
     }
 }
 
