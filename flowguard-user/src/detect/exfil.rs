@@ -71,10 +71,10 @@
 //! A pair is reported once per episode (its first kind sticks) and updated when the
 //! score rises by 0.1. Byte costs: pair ≈ 245 bytes plus 2–4 bytes of bitmap, host
 //! baseline ≈ 180 bytes, plus a daily profile of 264 bytes (heap) for the hosts that have
-//! one, stitched connection ≈ 110 bytes plus 2–4 bytes of bitmap (only kept for records
-//! of ≥ 64 kB), prevalence entry ≈ 90 bytes; each map is capped at
-//! `max_keys_per_detector`; and three fixed 16 KB tables of where pairs, hosts and
-//! stitched connections sit in their maps, which spare the busiest of them the hashing.
+//! one, stitched connection 64 bytes of slot plus 16–32 of index and 2–4 of bitmap (only
+//! kept for records of ≥ 64 kB), prevalence entry ≈ 90 bytes; each map is capped at
+//! `max_keys_per_detector`; and two fixed 16 KB tables of where pairs and hosts sit in
+//! their maps, which spare the busiest of them the hashing.
 
 #![allow(
     clippy::too_many_lines,
@@ -94,7 +94,7 @@ use super::{
     common::{self, HostFilter, Prevalence, SAMPLED_CONFIDENCE, num},
     config::{DetectConfig, ExfilConfig},
     engine::Routed,
-    lru::{BoundedMap, SlotHints},
+    lru::{BoundedMap, SlotHints, Table},
     seasonal::{self, BinView, HourProfile, Learn},
     sketch::{CountMin, HomeNets, addr_hash, mix64},
     stats,
@@ -286,7 +286,7 @@ impl KeyFilter {
     }
 
     /// [`Self::rebuild`] from the connection map.
-    fn rebuild_conns(&mut self, conns: &BoundedMap<ConnKey, Conn>) {
+    fn rebuild_conns(&mut self, conns: &Table<ConnKey, Conn>) {
         let hashes = conns.iter().map(|(k, _)| {
             let pair = pair_hash(addr_hash(k.host), addr_hash(k.peer));
             conn_hash(pair, k.host_port, k.peer_port, k.protocol)
@@ -1135,22 +1135,25 @@ impl ExfilDetector {
     }
 }
 
-/// The stitched connections of admitted pairs: the map, a bitmap of their hashes
-/// ([`conn_hash`], see [`KeyFilter`]) and where the busiest sit in the map.
+/// The stitched connections of admitted pairs, and a bitmap of their hashes
+/// ([`conn_hash`], see [`KeyFilter`]).
+///
+/// A [`Table`], indexed by [`conn_hash`], which each record computes anyway for the
+/// bitmap. A busy public server opens a connection for most of its responses (records
+/// of 64 kB or more), so the table holds on the order of 100,000 connections by the end
+/// of a window: an insertion there writes one bucket and appends a slot, and a lookup
+/// that the bitmap lets through in vain (a collision) usually ends at an empty bucket
+/// without loading a slot or hashing the 39-byte key again.
 struct Stitched {
-    map: BoundedMap<ConnKey, Conn>,
+    map: Table<ConnKey, Conn>,
     filter: KeyFilter,
-    /// Where connections sit in `map`, by [`conn_hash`]: a record of a stitched
-    /// connection finds it without hashing the 38-byte key.
-    hints: SlotHints,
 }
 
 impl Stitched {
     fn new(cap: usize) -> Self {
         Self {
-            map: BoundedMap::new(cap),
+            map: Table::new(cap),
             filter: KeyFilter::new(),
-            hints: SlotHints::new(HINT_BITS),
         }
     }
 
@@ -1220,18 +1223,8 @@ impl Stitched {
         ck: &ConnKey,
         conn: u64,
     ) -> Option<(bool, u64)> {
-        // Through the hint when it is right, else the index (noting the slot).
-        let hinted = self
-            .hints
-            .get(conn)
-            .and_then(|i| self.map.get_mut_in(i, ck));
-        let c = if let Some(c) = hinted {
-            c
-        } else {
-            let (i, c) = self.map.get_mut_slot(ck)?;
-            self.hints.set(conn, i);
-            c
-        };
+        let slot = self.map.find(conn, ck)?;
+        let c = self.map.touch(slot);
         let mut new_conn = false;
         if record.start_ms <= c.last_ms + gap {
             c.last_ms = c.last_ms.max(t);
@@ -1250,11 +1243,17 @@ impl Stitched {
     /// held connection (`ck` is not in the map): opens one.
     #[inline(never)]
     fn open(&mut self, record: &FlowRecord, t: u64, ck: ConnKey, conn: u64) -> (bool, u64) {
-        let i = self.map.insert_absent(ck, || Conn {
-            first_ms: record.start_ms.min(t),
-            last_ms: t,
-        });
-        self.hints.set(conn, i);
+        // Not marked recently used, as the map's insertion of an absent key.
+        let first_ms = record.start_ms.min(t);
+        self.map.insert(
+            conn,
+            ck,
+            Conn {
+                first_ms,
+                last_ms: t,
+            },
+            false,
+        );
         if self.filter.add(conn) {
             self.filter.rebuild_conns(&self.map);
         }
@@ -1377,7 +1376,6 @@ impl Detector for ExfilDetector {
             + self.pair_hints.bytes()
             + self.host_hints.bytes()
             + self.conns.filter.bytes()
-            + self.conns.hints.bytes()
             + self.hosts.shallow_bytes()
             + self.hosts.iter().filter(|(_, h)| h.daily.is_some()).count()
                 * size_of::<HourProfile>()

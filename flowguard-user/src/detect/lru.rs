@@ -512,6 +512,336 @@ impl SlotHints {
     }
 }
 
+/// Per-key state kept exactly as [`BoundedMap`] keeps it (the same slab, the same slots
+/// in the same order, the same reference bits, CLOCK victims and eviction counts), but
+/// with an index of its own that the caller looks up by a 64-bit hash it computed once
+/// per record (and may have used for a filter before), and can prefetch: beacon's
+/// [`super::Detector::observe_batch`] starts loading the index buckets of a run's admitted
+/// records, then the slots they name, before it records any of them. Once the tables
+/// outgrow the caches, those loads are most of a record's cost, and the map's `HashMap`
+/// index can only be waited on.
+///
+/// The index is open-addressed and linear-probed, at most half full, with backward-shift
+/// deletion (no tombstones). A bucket is 8 bytes: the upper half of the key's hash (which
+/// also picks the home bucket) and the slot; the key itself is compared in the slot. That
+/// is 16 to 32 bytes of index per key, against the whole key plus a slot number per
+/// bucket in the map's index (about 50 bytes for beacon's series keys and exfil's
+/// stitched connections). A lookup of an absent key usually ends at the first empty
+/// bucket without loading any slot; one of a held key loads its bucket and its slot.
+pub(crate) struct Table<K, V> {
+    index: Box<[Bucket]>,
+    slots: Vec<TableSlot<K, V>>,
+    hand: usize,
+    cap: usize,
+    evictions: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    /// [`tag`] of the key's hash.
+    tag: u32,
+    /// The key's slot, or [`NO_SLOT`] for an empty bucket.
+    slot: u32,
+}
+
+/// The slot number of an empty bucket (never a slot: the cap is below it).
+pub(crate) const NO_SLOT: u32 = u32::MAX;
+
+const EMPTY_BUCKET: Bucket = Bucket {
+    tag: 0,
+    slot: NO_SLOT,
+};
+
+/// The smallest index: 1,024 buckets, 8 KiB.
+const MIN_INDEX: usize = 1 << 10;
+
+struct TableSlot<K, V> {
+    key: K,
+    value: V,
+    /// [`tag`] of the key's hash, to find the key's bucket when the slot moves.
+    tag: u32,
+    referenced: bool,
+}
+
+/// What a [`Table`] keeps of a key's 64-bit hash.
+#[inline]
+pub(crate) fn tag(hash: u64) -> u32 {
+    (hash >> 32) as u32
+}
+
+impl<K: Eq + Copy, V> Table<K, V> {
+    /// An empty table that will hold at most `cap` keys (at least 1), as
+    /// [`BoundedMap::new`].
+    pub(crate) fn new(cap: usize) -> Self {
+        Self {
+            index: vec![EMPTY_BUCKET; MIN_INDEX].into_boxed_slice(),
+            slots: Vec::new(),
+            hand: 0,
+            cap: cap.clamp(1, NO_SLOT as usize),
+            evictions: 0,
+        }
+    }
+
+    /// Keys held.
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Keys evicted because the table was full.
+    pub(crate) fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    #[inline]
+    pub(crate) fn home(&self, tag: u32) -> usize {
+        tag as usize & (self.index.len() - 1)
+    }
+
+    /// Starts loading the home bucket of `hash` (see [`prefetch`]).
+    #[inline]
+    pub(crate) fn prefetch_index(&self, hash: u64) {
+        prefetch(&self.index[self.home(tag(hash))]);
+    }
+
+    /// The slot of the first bucket from the home of `hash` with its tag: where the key
+    /// most likely is, found without loading any slot (to prefetch it). `None`: no bucket
+    /// has the tag, so no key with this hash is held.
+    #[inline]
+    pub(crate) fn guess(&self, hash: u64) -> Option<u32> {
+        let tag = tag(hash);
+        let mask = self.index.len() - 1;
+        let mut i = self.home(tag);
+        loop {
+            let b = self.index[i];
+            if b.slot == NO_SLOT {
+                return None;
+            }
+            if b.tag == tag {
+                return Some(b.slot);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Starts loading slot `slot` (one out of range is ignored).
+    #[inline]
+    pub(crate) fn prefetch_slot(&self, slot: u32) {
+        if let Some(s) = self.slots.get(slot as usize) {
+            prefetch(s);
+        }
+    }
+
+    /// The slot holding `key` (whose hash is `hash`).
+    #[inline]
+    pub(crate) fn find(&self, hash: u64, key: &K) -> Option<u32> {
+        let tag = tag(hash);
+        let mask = self.index.len() - 1;
+        let mut i = self.home(tag);
+        loop {
+            let b = self.index[i];
+            if b.slot == NO_SLOT {
+                return None;
+            }
+            if b.tag == tag && self.slots[b.slot as usize].key == *key {
+                return Some(b.slot);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// The value in `slot` (from [`Self::find`] or [`Self::insert`]), marked recently
+    /// used: [`BoundedMap::get_mut`] of its key.
+    #[inline]
+    pub(crate) fn touch(&mut self, slot: u32) -> &mut V {
+        let s = &mut self.slots[slot as usize];
+        s.referenced = true;
+        &mut s.value
+    }
+
+    /// The value in `slot`, if any, without touching its recency (for prefetching what it
+    /// points to).
+    #[inline]
+    pub(crate) fn peek(&self, slot: u32) -> Option<&V> {
+        self.slots.get(slot as usize).map(|s| &s.value)
+    }
+
+    /// [`BoundedMap::get_mut_in`]: the value of `key` if slot `slot` holds it, marked
+    /// recently used.
+    #[inline]
+    pub(crate) fn get_mut_in(&mut self, slot: u32, key: &K) -> Option<&mut V> {
+        let s = self.slots.get_mut(slot as usize)?;
+        if s.key != *key {
+            return None;
+        }
+        s.referenced = true;
+        Some(&mut s.value)
+    }
+
+    /// [`BoundedMap::get`]: the value of `key`, without touching its recency.
+    pub(crate) fn get(&self, hash: u64, key: &K) -> Option<&V> {
+        let slot = self.find(hash, key)?;
+        Some(&self.slots[slot as usize].value)
+    }
+
+    /// Inserts `key` (hash `hash`), known to be absent, with `value` and the reference
+    /// bit `mark`, evicting a key if the table is full: [`BoundedMap`]'s insertion, slot
+    /// for slot. Returns the key's slot.
+    pub(crate) fn insert(&mut self, hash: u64, key: K, value: V, mark: bool) -> u32 {
+        let tag = tag(hash);
+        let slot = TableSlot {
+            key,
+            value,
+            tag,
+            referenced: mark,
+        };
+        let i = if self.slots.len() < self.cap {
+            if (self.slots.len() + 1) * 2 > self.index.len() {
+                self.grow_index();
+            }
+            reserve_one(&mut self.slots, self.cap);
+            self.slots.push(slot);
+            self.slots.len() - 1
+        } else {
+            // CLOCK, as the map.
+            let victim = clock_victim(&mut self.slots, &mut self.hand, |s| &mut s.referenced);
+            #[expect(clippy::cast_possible_truncation, reason = "victim < cap < 2^32")]
+            self.unindex(self.slots[victim].tag, victim as u32);
+            self.slots[victim] = slot;
+            self.evictions += 1;
+            victim
+        };
+        #[expect(clippy::cast_possible_truncation, reason = "i < cap < 2^32")]
+        let i = i as u32;
+        self.index_insert(tag, i);
+        i
+    }
+
+    /// [`BoundedMap::remove`]: removes `key` (hash `hash`), moving the last slot into its
+    /// place, and returns its value.
+    pub(crate) fn remove(&mut self, hash: u64, key: &K) -> Option<V> {
+        let i = self.find(hash, key)?;
+        self.unindex(tag(hash), i);
+        let slot = self.slots.swap_remove(i as usize);
+        if (i as usize) < self.slots.len() {
+            let moved = self.slots[i as usize].tag;
+            #[expect(clippy::cast_possible_truncation, reason = "len < cap < 2^32")]
+            let from = self.slots.len() as u32;
+            self.reindex(moved, from, i);
+        }
+        Some(slot.value)
+    }
+
+    /// [`BoundedMap::retain`]: keeps only the keys for which `keep` returns true (the
+    /// same sweep, so the same slots end where they do in the map).
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
+        let mut i = 0;
+        let mut removed = false;
+        while i < self.slots.len() {
+            let slot = &mut self.slots[i];
+            if keep(&slot.key, &mut slot.value) {
+                i += 1;
+            } else {
+                self.slots.swap_remove(i);
+                removed = true;
+            }
+        }
+        if self.hand > self.slots.len() {
+            self.hand = 0;
+        }
+        if removed {
+            self.rebuild_index(self.index.len());
+        }
+    }
+
+    /// Removes everything (the eviction count stays).
+    pub(crate) fn clear(&mut self) {
+        self.index.fill(EMPTY_BUCKET);
+        self.slots.clear();
+        self.hand = 0;
+    }
+
+    /// All entries, in slab order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.slots.iter().map(|s| (&s.key, &s.value))
+    }
+
+    /// All entries, mutably, in slab order.
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (&K, &mut V)> {
+        self.slots.iter_mut().map(|s| (&s.key, &mut s.value))
+    }
+
+    /// Bytes allocated by the table itself (slab and index), excluding the values' heap
+    /// parts.
+    pub(crate) fn shallow_bytes(&self) -> usize {
+        self.slots.capacity() * size_of::<TableSlot<K, V>>()
+            + self.index.len() * size_of::<Bucket>()
+    }
+
+    /// Puts `(tag, slot)` in the first empty bucket from its home.
+    #[inline]
+    pub(crate) fn index_insert(&mut self, tag: u32, slot: u32) {
+        let mask = self.index.len() - 1;
+        let mut i = self.home(tag);
+        while self.index[i].slot != NO_SLOT {
+            i = (i + 1) & mask;
+        }
+        self.index[i] = Bucket { tag, slot };
+    }
+
+    /// The bucket of slot `slot`, whose key's tag is `tag`.
+    pub(crate) fn bucket_of(&self, tag: u32, slot: u32) -> usize {
+        let mask = self.index.len() - 1;
+        let mut i = self.home(tag);
+        while self.index[i].slot != slot {
+            i = (i + 1) & mask;
+        }
+        i
+    }
+
+    /// Points the bucket of slot `from` (tag `tag`) at slot `to`.
+    pub(crate) fn reindex(&mut self, tag: u32, from: u32, to: u32) {
+        let i = self.bucket_of(tag, from);
+        self.index[i].slot = to;
+    }
+
+    /// Removes the bucket of slot `slot` (tag `tag`), shifting back the buckets after it
+    /// that may move closer to their home, so that every key stays reachable from its home
+    /// without crossing an empty bucket.
+    pub(crate) fn unindex(&mut self, tag: u32, slot: u32) {
+        let mask = self.index.len() - 1;
+        let mut hole = self.bucket_of(tag, slot);
+        let mut j = hole;
+        loop {
+            j = (j + 1) & mask;
+            let b = self.index[j];
+            if b.slot == NO_SLOT {
+                break;
+            }
+            // `b` may fill the hole unless its home lies cyclically in (hole, j].
+            let b_home = self.home(b.tag);
+            if (j.wrapping_sub(b_home) & mask) >= (j.wrapping_sub(hole) & mask) {
+                self.index[hole] = b;
+                hole = j;
+            }
+        }
+        self.index[hole] = EMPTY_BUCKET;
+    }
+
+    /// Doubles the index.
+    pub(crate) fn grow_index(&mut self) {
+        self.rebuild_index(self.index.len() * 2);
+    }
+
+    /// An index of `size` buckets (a power of two) over the slots held.
+    pub(crate) fn rebuild_index(&mut self, size: usize) {
+        self.index = vec![EMPTY_BUCKET; size].into_boxed_slice();
+        for i in 0..self.slots.len() {
+            #[expect(clippy::cast_possible_truncation, reason = "i < cap < 2^32")]
+            self.index_insert(self.slots[i].tag, i as u32);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -714,6 +1044,80 @@ mod tests {
                     .collect::<Vec<_>>()
             };
             assert_eq!(bits(&whole), bits(&parts), "step {step}");
+        }
+    }
+
+    /// A [`Table`] and a [`BoundedMap`] given the same operations hold the same entries in
+    /// the same slab order and count the same evictions after every one of them (which
+    /// also needs the same reference bits and hand: they pick the victims), with a good
+    /// hash and with one that gives many keys the same tag and home.
+    #[test]
+    fn table_keeps_what_the_bounded_map_keeps() {
+        for weak in [false, true] {
+            let hash = |k: u32| {
+                if weak {
+                    u64::from(k % 7) << 32
+                } else {
+                    crate::detect::sketch::mix64(u64::from(k))
+                }
+            };
+            let mut map: BoundedMap<u32, u32> = BoundedMap::new(37);
+            let mut table: Table<u32, u32> = Table::new(37);
+            let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+            for step in 0..30_000u32 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let key = (x % 97) as u32;
+                let h = hash(key);
+                match (x >> 32) % 16 {
+                    0..=4 => {
+                        let a = *map.get_or_insert_with(key, || step);
+                        let b = if let Some(slot) = table.find(h, &key) {
+                            *table.touch(slot)
+                        } else {
+                            table.insert(h, key, step, false);
+                            step
+                        };
+                        assert_eq!(a, b, "step {step}");
+                    }
+                    5..=7 => {
+                        let a = *map.get_or_insert_touched(key, || step);
+                        let b = if let Some(slot) = table.find(h, &key) {
+                            *table.touch(slot)
+                        } else {
+                            let slot = table.insert(h, key, step, true);
+                            *table.touch(slot)
+                        };
+                        assert_eq!(a, b, "step {step}");
+                    }
+                    8..=10 => {
+                        let a = map.get_mut(&key).map(|v| *v);
+                        let b = table.find(h, &key).map(|slot| *table.touch(slot));
+                        assert_eq!(a, b, "step {step}");
+                    }
+                    11 => assert_eq!(map.get(&key), table.get(h, &key), "step {step}"),
+                    12..=14 => assert_eq!(map.remove(&key), table.remove(h, &key), "step {step}"),
+                    _ => {
+                        let m = u32::try_from((x >> 40) % 5 + 2).expect("small");
+                        map.retain(|k, v| (k + *v) % m != 0);
+                        table.retain(|k, v| (k + *v) % m != 0);
+                    }
+                }
+                let held =
+                    |v: Vec<(&u32, &u32)>| v.into_iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>();
+                assert_eq!(
+                    held(map.iter().collect()),
+                    held(table.iter().collect()),
+                    "step {step}"
+                );
+                assert_eq!(map.evictions(), table.evictions(), "step {step}");
+                // Every key held is found where it is.
+                for (i, (k, _)) in (0u32..).zip(table.iter()) {
+                    assert_eq!(table.find(hash(*k), k), Some(i), "step {step}");
+                }
+            }
+            assert!(table.evictions() > 1000);
         }
     }
 }
