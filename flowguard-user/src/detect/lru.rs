@@ -106,10 +106,16 @@ pub fn prefetch<T>(value: &T) {
     let _ = value;
 }
 
+/// In this order (`repr(C)`): a lookup compares the key, sets the reference bit and then
+/// reads the head of the value, so they share the slot's first cache line. The compiler's
+/// own order puts a value with wider alignment first and the key after it, which can cost
+/// a second line per lookup. Values keep their per-record fields first for the same
+/// reason (exfiltration's pair and host state).
+#[repr(C)]
 struct Slot<K, V> {
     key: K,
-    value: V,
     referenced: bool,
+    value: V,
 }
 
 /// A map holding at most `cap` keys; see the module docs.
@@ -555,12 +561,14 @@ const EMPTY_BUCKET: Bucket = Bucket {
 /// The smallest index: 1,024 buckets, 8 KiB.
 const MIN_INDEX: usize = 1 << 10;
 
+/// Key first, then the value's head, as [`Slot`].
+#[repr(C)]
 struct TableSlot<K, V> {
     key: K,
-    value: V,
     /// [`tag`] of the key's hash, to find the key's bucket when the slot moves.
     tag: u32,
     referenced: bool,
+    value: V,
 }
 
 /// What a [`Table`] keeps of a key's 64-bit hash.
