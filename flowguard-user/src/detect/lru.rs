@@ -393,20 +393,6 @@ impl<K: Hash + Eq + Copy, V> BoundedMap<K, V> {
             + self.index.capacity() * (size_of::<(K, u32)>() + 1) * 8 / 7
     }
 
-    /// Inserts `key`, which the caller knows is absent (a filter of the held keys' hashes
-    /// said so), with the value `make()` and its reference bit clear: what
-    /// [`Self::get_or_insert_slot`] does for an absent key, without its lookup, which
-    /// would miss. Returns the key's slot. The key must be absent: a held key would end
-    /// up in two slots (checked in debug builds).
-    #[inline]
-    pub fn insert_absent(&mut self, key: K, make: impl FnOnce() -> V) -> u32 {
-        debug_assert!(
-            !self.index.contains_key(&key),
-            "insert_absent of a held key"
-        );
-        self.insert_new(key, make, false)
-    }
-
     /// [`Self::get_mut_in`] with the comparison made by `is_key` (true for the key
     /// sought): for a key held in parts, such as two addresses borrowed from a record,
     /// that would otherwise be copied into one value just to be compared.
@@ -992,34 +978,6 @@ mod tests {
             let expect = (k % 3 != 0 && k != 7).then_some(k * 2);
             assert_eq!(m.get(&k).copied(), expect, "key {k}");
         }
-    }
-
-    #[test]
-    fn insert_absent_matches_get_or_insert_slot_of_an_absent_key() {
-        // For keys known to be absent, the slot, slab, reference bits, hand and
-        // evictions must be those of the lookup-then-insert call.
-        let mut looked: BoundedMap<u32, u32> = BoundedMap::new(37);
-        let mut blind: BoundedMap<u32, u32> = BoundedMap::new(37);
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        for step in 0..20_000u32 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let key = (x % 97) as u32;
-            if (x >> 32).is_multiple_of(3) {
-                looked.get_mut(&key);
-                blind.get_mut(&key);
-            } else if looked.get(&key).is_none() {
-                let (i, _) = looked.get_or_insert_slot(key, || step);
-                assert_eq!(blind.insert_absent(key, || step), i, "step {step}");
-            }
-            assert_eq!(slab(&looked), slab(&blind), "step {step}");
-            assert_eq!(
-                (looked.hand, looked.evictions),
-                (blind.hand, blind.evictions)
-            );
-        }
-        assert!(blind.evictions() > 1000);
     }
 
     #[test]
