@@ -8,7 +8,7 @@ use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -96,6 +96,23 @@ fn stop_capture(mut child: Child, pcap: &Path) -> Result<()> {
         bail!("tcpdump lost packets, so the capture is not the same traffic: {log}");
     }
     Ok(())
+}
+
+/// The receive queue (bytes) and drop count of the collector namespace's UDP socket on
+/// `port`, from `/proc/net/udp`.
+fn udp_socket(lab: &Lab, port: u16) -> Result<(u64, u64)> {
+    let local = format!(":{port:04X}");
+    let table = Lab::within(&lab.collector_ns.clone(), || {
+        Ok(std::fs::read_to_string("/proc/thread-self/net/udp")?)
+    })?;
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() > 12 && f[1].ends_with(&local) {
+            let rx = f[4].split_once(':').map_or("0", |(_, rx)| rx);
+            return Ok((u64::from_str_radix(rx, 16)?, f[12].parse()?));
+        }
+    }
+    bail!("no UDP socket on port {port} in the collector namespace")
 }
 
 fn replay(lab: &Lab, scenario: &Path, rate: &str) -> Result<()> {
@@ -226,11 +243,35 @@ fn the_python_collectors_file_gives_the_same_findings_as_the_pcap() -> Result<()
     let tcpdump = capture_exports(&lab, &pcap)?;
     replay(&lab, &scenario, "400")?;
     stop_capture(tcpdump, &pcap)?;
-    // Give it time to parse what is queued, then stop it as its users do (Ctrl-C).
-    std::thread::sleep(Duration::from_secs(3));
+    // Stop it as its users do (Ctrl-C), but only once it has written everything it
+    // received: it drops whatever is still queued when interrupted, and appends each
+    // export packet to the file as it parses it. So wait for an empty socket queue and a
+    // file that has stopped growing. (A fixed three seconds was too short when the
+    // host ran at half speed.)
+    let mut last = (u64::MAX, Instant::now());
+    wait_for(
+        "the Python collector to write what it received",
+        Duration::from_mins(2),
+        || {
+            let size = std::fs::metadata(&flow_file).map_or(0, |m| m.len());
+            let (queued, _) = udp_socket(&lab, 2055).unwrap_or((1, 0));
+            if size != last.0 || queued > 0 {
+                last = (size, Instant::now());
+                return false;
+            }
+            last.1.elapsed() >= Duration::from_secs(2)
+        },
+    )?;
+    let (_, drops) = udp_socket(&lab, 2055)?;
     // SAFETY: signalling our own child.
     unsafe { libc::kill(i32::try_from(python.id())?, libc::SIGINT) };
     python.wait()?;
+    if drops > 0 {
+        bail!(
+            "the Python collector's socket dropped {drops} datagrams (it could not keep up \
+             with the replay), so its file cannot hold every record"
+        );
+    }
     let from_file = findings(&analyze(
         &dir.0,
         &scenario,
