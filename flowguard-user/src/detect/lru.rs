@@ -840,6 +840,16 @@ impl<K: Eq + Copy, V> Table<K, V> {
 mod tests {
     use super::*;
 
+    /// A xorshift64 stream from `seed`: the operations of the op-by-op tests below.
+    fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        }
+    }
+
     /// Every slot's key, value and reference bit, in slab order.
     fn slab(m: &BoundedMap<u32, u32>) -> Vec<(u32, u32, bool)> {
         m.slots
@@ -879,11 +889,9 @@ mod tests {
         // evictions after every operation.
         let mut two: BoundedMap<u32, u32> = BoundedMap::new(37);
         let mut one: BoundedMap<u32, u32> = BoundedMap::new(37);
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         for step in 0..20_000u32 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = next();
             let key = (x % 97) as u32;
             match (x >> 32) % 4 {
                 0 => {
@@ -917,11 +925,9 @@ mod tests {
         let mut plain: BoundedMap<u32, u32> = BoundedMap::new(37);
         let mut hinted: BoundedMap<u32, u32> = BoundedMap::new(37);
         let mut hints = SlotHints::new(4);
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         for step in 0..20_000u32 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = next();
             let key = (x % 97) as u32;
             let hash = crate::detect::sketch::mix64(u64::from(key));
             match (x >> 32) % 4 {
@@ -986,11 +992,9 @@ mod tests {
         // slots that hold the key, another key or none.
         let mut whole: BoundedMap<(u32, u32), u32> = BoundedMap::new(37);
         let mut parts: BoundedMap<(u32, u32), u32> = BoundedMap::new(37);
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         for step in 0..20_000u32 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = next();
             let key = ((x % 7) as u32, ((x >> 8) % 13) as u32);
             let slot = ((x >> 16) % 40) as u32;
             if (x >> 32).is_multiple_of(2) {
@@ -1029,11 +1033,9 @@ mod tests {
             };
             let mut map: BoundedMap<u32, u32> = BoundedMap::new(37);
             let mut table: Table<u32, u32> = Table::new(37);
-            let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+            let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
             for step in 0..30_000u32 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
+                let x = next();
                 let key = (x % 97) as u32;
                 let h = hash(key);
                 match (x >> 32) % 16 {
