@@ -81,6 +81,35 @@ fn decoded_keys(flows: &std::path::Path) -> Result<Vec<(String, u16, u64, u64)>>
     Ok(keys)
 }
 
+/// The collector `pid` restarted itself onto transparent huge pages when the kernel's
+/// THP mode lets a process ask for them (`madvise`), and only then
+/// (`flowguard::hugepages`): the tunable is in its environment. (Whether glibc has
+/// advised a mapping yet depends on how far its heap has grown, so that is not asserted.)
+fn assert_heap_pages(pid: u32) -> Result<()> {
+    let mode = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .context("the kernel's THP mode")?;
+    let environ = std::fs::read(format!("/proc/{pid}/environ"))?;
+    let env: Vec<String> = environ
+        .split(|&b| b == 0)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    let restarted = env.iter().any(|v| v == "FLOWGUARD_HUGE_PAGES=1");
+    if mode.contains("[madvise]") {
+        assert!(
+            restarted,
+            "THP mode {mode:?}: flowguard did not restart: {env:?}"
+        );
+        assert!(
+            env.iter()
+                .any(|v| v.starts_with("GLIBC_TUNABLES=") && v.ends_with("glibc.malloc.hugetlb=1")),
+            "{env:?}"
+        );
+    } else {
+        assert!(!restarted, "THP mode {mode:?}: no restart is due");
+    }
+    Ok(())
+}
+
 #[test]
 fn replayed_exports_are_decoded_without_loss_on_both_capture_paths() -> Result<()> {
     require_root();
@@ -109,6 +138,7 @@ fn replayed_exports_are_decoded_without_loss_on_both_capture_paths() -> Result<(
             args.extend(["--iface", lab.collector_if.as_str()]);
         }
         let mut collector = Collector::start(&lab, &args, dir.join(&format!("{mode}.log")), 4739)?;
+        assert_heap_pages(collector.child.id())?;
         // ~340 packets at 2,000 packets/s: well under a minute, far below any limit.
         let out = lab
             .in_exporter(flowguard_bin())

@@ -24,6 +24,10 @@
 //!   once the caps are reached (`FLOWGUARD_BENCH_KEYS` and `FLOWGUARD_BENCH_KEY_CAP`
 //!   change the count and the cap).
 //!
+//! The benchmark restarts itself onto transparent huge pages as the `flowguard` binary
+//! does (`flowguard::hugepages`) and says so in its header; `FLOWGUARD_HUGE_PAGES=0`
+//! measures the same code on 4 KiB pages.
+//!
 //! `FLOWGUARD_BENCH_RECORDS=N` sets the synthetic record count (default 2,000,000) and
 //! `FLOWGUARD_BENCH_DATASETS=synthetic,scenario,busy,keys` picks the datasets (all by default), for
 //! profiling smaller runs under callgrind; each pipeline is timed as the best of
@@ -281,6 +285,8 @@ fn churn(n: u64, cap: usize) -> String {
     reason = "one dataset after another, then the table"
 )]
 fn main() {
+    // As the `flowguard` binary does: the detectors' state on the pages it has there.
+    flowguard::hugepages::restart_if_due();
     if let Some(core) = core_affinity::get_core_ids().and_then(|c| c.into_iter().last()) {
         core_affinity::set_for_current(core);
     }
@@ -350,7 +356,10 @@ fn main() {
             .collect();
     #[expect(clippy::cast_precision_loss, reason = "rates")]
     let rate = |records: usize, s: f64| records as f64 / s;
-    println!("detect benchmark: one core, one shard; detectors: {detectors:?}\n");
+    println!(
+        "detect benchmark: one core, one shard; detectors: {detectors:?}; heap: {}\n",
+        flowguard::hugepages::describe()
+    );
     println!(
         "| dataset | records | pipeline | records/s | time s | vs routing | findings | state bytes | evictions |"
     );

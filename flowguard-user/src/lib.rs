@@ -10,6 +10,7 @@ pub mod capture;
 pub mod cli;
 pub mod decode;
 pub mod detect;
+pub mod hugepages;
 pub mod replay;
 pub mod report;
 pub mod run;

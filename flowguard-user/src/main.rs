@@ -6,6 +6,8 @@ use clap::Parser as _;
 use flowguard::cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    // Before anything else: the process may be replaced by itself on huge pages.
+    flowguard::hugepages::restart_if_due();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => args
