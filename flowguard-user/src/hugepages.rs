@@ -8,9 +8,11 @@
 //! the four detectors' state together far exceeds what the TLB covers, so most of those
 //! reads pay a page walk as well; a few dozen 2 MiB entries cover all of it. On the
 //! detect benchmark (busy site, all detectors, one core) the tunable made the same binary
-//! faster in 16 of 18 interleaved runs. Advising only the blocks of 2 MiB or more (a
-//! global allocator that aligned and advised them) gave nothing measurable: the gain is
-//! in the many small blocks, which only the allocator's own heap handling can reach.
+//! faster in 23 of 28 runs interleaved with runs on 4 KiB pages: by up to a third in a
+//! slow spell of the host, by a few percent in a fast one. Advising only the blocks of
+//! 2 MiB or more (a global allocator that aligned and advised them) was faster in only 6
+//! of 16: the gain is in the many small blocks, which only the allocator's own heap
+//! handling can reach.
 //!
 //! Distributions ship THP in `madvise` mode (only regions that ask get huge pages), and
 //! glibc reads its tunables from the environment before `main`, hence the restart. It is
