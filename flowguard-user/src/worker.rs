@@ -205,8 +205,10 @@ pub type FlowSink = crossbeam_channel::Sender<Vec<u8>>;
 /// Bytes of formatted records a worker gathers before handing a chunk to the writer.
 const FLOW_CHUNK: usize = 64 * 1024;
 
-/// Records a worker gathers per detection shard before handing the batch over.
-const DETECT_BATCH: usize = 256;
+/// Records a worker gathers per detection shard before handing the batch over (it sends
+/// the batch once a packet's records have filled it, so a batch may hold a packet's
+/// worth more).
+pub const DETECT_BATCH: usize = 256;
 
 /// A worker's side of the queues to the detection shards: one bounded queue per
 /// (worker, shard) pair, so each has a single producer and a single consumer.
