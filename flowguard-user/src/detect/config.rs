@@ -616,6 +616,13 @@ impl Default for ScanConfig {
 pub struct ExfilConfig {
     /// Records of one 5-tuple (either direction) closer than this are one connection.
     pub stitch_gap_ms: u64,
+    /// The exporters' active timeout (ms): the longest record they make of a flow that is
+    /// still running. A stitched connection is kept this long (plus `stitch_gap_ms` and
+    /// the allowed lateness) after its last record, so that the next record of a long
+    /// transfer still finds it, also across a window's end. 30 min is Cisco IOS's default
+    /// (`ip flow-cache timeout active`); exporters set shorter ones too (60 s is common),
+    /// which this covers.
+    pub active_timeout_ms: u64,
     /// Scoring window (ms). Default 1 h.
     pub window_ms: u64,
     /// Outbound bytes to one external destination in a window below which nothing is
@@ -656,6 +663,7 @@ impl Default for ExfilConfig {
     fn default() -> Self {
         Self {
             stitch_gap_ms: 60_000,
+            active_timeout_ms: 30 * 60_000,
             window_ms: 60 * 60_000,
             min_bytes: 100 << 20,
             z_threshold: 3.5,

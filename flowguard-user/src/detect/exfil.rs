@@ -17,6 +17,8 @@
 //! - **long connections**: records of one 5-tuple in either direction closer than
 //!   `stitch_gap_ms` (60 s) are stitched back into the connection that the exporter's
 //!   active/inactive timeouts split, and a connection lasting `long_connection_ms` scores.
+//!   A connection is kept for one `active_timeout_ms` (30 min) past its last record (plus
+//!   the gap and the allowed lateness), so its next record finds it across window ends.
 //!
 //! score = 0.30·volume + 0.25·baseline + 0.20·PCR + 0.15·rarity + 0.10·long, halved for
 //! prevalent destinations, ×0.92 on sampled exports; reported at `score_threshold`.
@@ -1157,6 +1159,8 @@ impl ExfilDetector {
 struct Stitched {
     map: Table<ConnKey, Conn>,
     filter: KeyFilter,
+    /// Event time (watermark) of the next [`Self::prune`].
+    next_prune_ms: u64,
 }
 
 impl Stitched {
@@ -1164,6 +1168,29 @@ impl Stitched {
         Self {
             map: Table::new(cap),
             filter: KeyFilter::new(),
+            next_prune_ms: 0,
+        }
+    }
+
+    /// Forgets the connections that no record can extend any more, once every quarter
+    /// of `keep_ms` of event time (so the table holds at most 1.25 × `keep_ms` of them).
+    ///
+    /// The next record of a running connection starts within the stitch gap of the
+    /// connection's last record and ends at most one active timeout later; it is on time
+    /// while the watermark is within the allowed lateness of its end. So a connection is
+    /// kept for `keep_ms` = lateness + gap + active timeout after its last record,
+    /// whatever windows close meanwhile: a transfer that an exporter cuts every 30 min
+    /// stays one connection across the hour.
+    fn prune(&mut self, watermark_ms: u64, keep_ms: u64) {
+        if watermark_ms < self.next_prune_ms {
+            return;
+        }
+        self.next_prune_ms = watermark_ms + (keep_ms / 4).max(1_000);
+        let horizon = watermark_ms.saturating_sub(keep_ms);
+        let held = self.map.len();
+        self.map.retain(|_, c| c.last_ms >= horizon);
+        if self.map.len() < held {
+            self.filter.rebuild_conns(&self.map);
         }
     }
 
@@ -1362,15 +1389,10 @@ impl Detector for ExfilDetector {
         if closable > self.closed_window {
             self.closed_window = closable;
             self.close_windows_before(closable, out);
-            let horizon = self
-                .watermark_ms
-                .saturating_sub(self.config.allowed_lateness_ms + self.config.exfil.stitch_gap_ms);
-            let held = self.conns.map.len();
-            self.conns.map.retain(|_, c| c.last_ms >= horizon);
-            if self.conns.map.len() < held {
-                self.conns.filter.rebuild_conns(&self.conns.map);
-            }
         }
+        let cfg = &self.config.exfil;
+        let keep_ms = self.config.allowed_lateness_ms + cfg.stitch_gap_ms + cfg.active_timeout_ms;
+        self.conns.prune(self.watermark_ms, keep_ms);
     }
 
     fn finish(&mut self, out: &mut Vec<Finding>) {

@@ -20,7 +20,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::{
     BeaconDetector, Category, DetectConfig, Detector, ExfilDetector, Finding, ScanDetector,
-    VolumeDetector, config::AllowRule, engine,
+    VolumeDetector, config::AllowRule, config::ExfilConfig, engine,
 };
 use crate::decode::FlowRecord;
 
@@ -428,6 +428,88 @@ fn bulk_exfiltration_split_across_active_timeout_records_is_found() {
     assert_eq!(f.kind, "bulk");
     assert!(f.evidence["out_bytes"].as_f64().unwrap() >= 5e8);
     assert!(f.evidence["longest_connection_ms"].as_f64().unwrap() >= 39.0 * 60_000.0);
+}
+
+/// An upload that an exporter cuts every 10 min (its active timeout), from 25 min before
+/// an hour's end to 15 min after it, with other traffic moving the watermark past the
+/// hour between its records. Its second window reports the whole connection (40 min
+/// long), not the part since the hour: the connection outlives the window's close.
+#[test]
+fn a_stitched_connection_outlives_the_window_close_between_its_records() {
+    let mut rng = Rng(41);
+    let (host, peer) = (ip("10.0.1.7"), ip("198.51.100.9"));
+    let hour = DAY0 + 5 * HOUR;
+    let mut recs = browsing(10, 8, &mut rng);
+    // 20 MB before the hour (admitted, under `min_bytes`), 600 MB after it.
+    for (i, bytes) in [10_000_000u64, 10_000_000, 300_000_000, 300_000_000]
+        .into_iter()
+        .enumerate()
+    {
+        let start = hour - 25 * MIN + i as u64 * 10 * MIN;
+        let end = start + 10 * MIN - 1;
+        recs.push(rec(
+            host,
+            peer,
+            50_321,
+            443,
+            6,
+            0x18,
+            bytes,
+            bytes / 1400,
+            start,
+            end,
+        ));
+        recs.push(rec(
+            peer,
+            host,
+            443,
+            50_321,
+            6,
+            0x10,
+            bytes / 60,
+            bytes / 2800,
+            start,
+            end,
+        ));
+    }
+    let config = DetectConfig {
+        exfil: ExfilConfig {
+            active_timeout_ms: 10 * MIN,
+            ..ExfilConfig::default()
+        },
+        ..DetectConfig::default()
+    };
+    let findings = exfil_findings(&config, &recs);
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    let f = &findings[0];
+    assert_eq!(
+        (f.entities.src, f.entities.dst, f.kind.as_str()),
+        (Some(host), Some(peer), "bulk")
+    );
+    assert!(
+        f.first_seen_ms >= hour - 5 * MIN,
+        "the second window's finding: {f:#?}"
+    );
+    assert!(
+        evidence_f64(f, "longest_connection_ms") >= (40 * MIN - 1) as f64,
+        "{f:#?}"
+    );
+
+    // An active timeout shorter than the exporter's loses the connection at the hour.
+    let short = DetectConfig {
+        exfil: ExfilConfig {
+            active_timeout_ms: MIN,
+            ..ExfilConfig::default()
+        },
+        ..DetectConfig::default()
+    };
+    let findings = exfil_findings(&short, &recs);
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    assert!(
+        evidence_f64(&findings[0], "longest_connection_ms") < (21 * MIN) as f64,
+        "{:#?}",
+        findings[0]
+    );
 }
 
 #[test]
