@@ -7,8 +7,8 @@
 //!
 //! - **volume**: outbound bytes against `min_bytes` (nothing below it is reported);
 //! - **host baseline**: robust z of log10(outbound bytes) against the median/MAD of the
-//!   host's own total outbound bytes over its last 24 active windows (neutral until three
-//!   windows exist);
+//!   host's own total outbound bytes over its last 24 active windows before the scored
+//!   one (neutral until three such windows exist);
 //! - **byte asymmetry**: PCR = (out − in)/(out + in) (Carter Bullard's producer/consumer
 //!   ratio): +1 is pure upload;
 //! - **destination rarity**: how many internal hosts send to the peer (this shard's
@@ -72,7 +72,7 @@
 //!
 //! A pair is reported once per episode (its first kind sticks) and updated when the
 //! score rises by 0.1. Byte costs: pair ≈ 245 bytes plus 2–4 bytes of bitmap, host
-//! baseline ≈ 180 bytes, plus a daily profile of 264 bytes (heap) for the hosts that have
+//! baseline ≈ 188 bytes, plus a daily profile of 264 bytes (heap) for the hosts that have
 //! one, stitched connection 64 bytes of slot plus 16–32 of index and 2–4 of bitmap (only
 //! kept for records of ≥ 64 kB), prevalence entry ≈ 90 bytes; each map is capped at
 //! `max_keys_per_detector`; and two fixed 16 KB tables of where pairs and hosts sit in
@@ -191,6 +191,10 @@ struct HostBase {
     window: u64,
     out: u64,
     hist: [f32; HISTORY],
+    /// The window of the newest `hist` entry. A host rolls into its next window with its
+    /// first record there, which can come (within the allowed lateness) before the
+    /// window it leaves is closed and scored: that window must not be its own baseline.
+    hist_window: u64,
     n: u8,
     pos: u8,
     /// The host's daily profile, made with its first window of `Periodic::alloc_bytes`
@@ -207,6 +211,7 @@ impl HostBase {
             if self.out > 0 {
                 let v = seasonal::log10p(self.out);
                 self.hist[usize::from(self.pos) % HISTORY] = v;
+                self.hist_window = self.window;
                 self.pos = self.pos.wrapping_add(1) % (HISTORY as u8);
                 self.n = self.n.saturating_add(1).min(HISTORY as u8);
                 if self.daily.is_none() && periodic.min_days > 0 && self.out >= periodic.alloc_bytes
@@ -499,14 +504,21 @@ impl ExfilDetector {
         let (reported, kind) = (p.reported, p.kind);
         let episode_first = p.episode_first_ms;
 
-        // The host's baseline (its earlier windows).
+        // The host's baseline: its earlier windows, without window `w` itself when the
+        // host has rolled past it already (see `HostBase::hist_window`).
         let baseline = self.hosts.get(&key.0).and_then(|h| {
-            (h.n >= 3).then(|| {
-                self.scratch.clear();
-                self.scratch
-                    .extend(h.hist[..usize::from(h.n)].iter().map(|&v| f64::from(v)));
+            let n = usize::from(h.n);
+            let own =
+                (n > 0 && h.hist_window == w).then(|| (usize::from(h.pos) + HISTORY - 1) % HISTORY);
+            self.scratch.clear();
+            self.scratch.extend(
+                (0..n)
+                    .filter(|&i| Some(i) != own)
+                    .map(|i| f64::from(h.hist[i])),
+            );
+            (self.scratch.len() >= 3).then(|| {
                 let (med, mad) = stats::median_mad(&self.scratch, &mut self.scratch2);
-                (med, mad, h.n)
+                (med, mad, self.scratch.len())
             })
         });
         let hosts = self.prevalence.hosts(key.1);
@@ -661,7 +673,7 @@ impl ExfilDetector {
         if let Some((med, mad, n)) = baseline {
             ev.insert("baseline_median_bytes".into(), num(10f64.powf(med)));
             ev.insert("baseline_log10_mad".into(), num(mad));
-            ev.insert("baseline_windows".into(), num(f64::from(n)));
+            ev.insert("baseline_windows".into(), num(n as f64));
         }
         if let Some(z) = z {
             ev.insert("robust_z".into(), num(z));

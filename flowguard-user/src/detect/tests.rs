@@ -512,6 +512,90 @@ fn a_stitched_connection_outlives_the_window_close_between_its_records() {
     );
 }
 
+/// A host uploads about 10 MB an hour for six hours, then 300 MB to a new peer; its first
+/// record of the next hour arrives before that window is closed and scored. The baseline
+/// is the six earlier windows, not the scored one as well.
+#[test]
+fn the_scored_window_is_not_part_of_its_hosts_baseline() {
+    let (host, usual, new) = (ip("10.0.1.8"), ip("198.51.100.20"), ip("203.0.113.21"));
+    let upload = |peer, bytes: u64, start: u64| {
+        let end = start + 5 * MIN;
+        [
+            rec(
+                host,
+                peer,
+                50_400,
+                443,
+                6,
+                EST,
+                bytes,
+                bytes / 1400,
+                start,
+                end,
+            ),
+            rec(
+                peer,
+                host,
+                443,
+                50_400,
+                6,
+                EST,
+                bytes / 60,
+                bytes / 2800,
+                start,
+                end,
+            ),
+        ]
+    };
+    let history = [
+        10_000_000u64,
+        12_000_000,
+        8_000_000,
+        11_000_000,
+        9_000_000,
+        10_000_000,
+    ];
+    let mut recs = Vec::new();
+    for (h, &bytes) in (0u64..).zip(&history) {
+        recs.extend(upload(usual, bytes, DAY0 + h * HOUR + 10 * MIN));
+    }
+    recs.extend(upload(new, 300_000_000, DAY0 + 6 * HOUR + 10 * MIN));
+    // The host's next record, ending 30 s into the next hour (within the allowed
+    // lateness, 120 s, so before the hour is closed), and
+    // another host's, which closes the hour.
+    recs.extend(upload(usual, 100_000, DAY0 + 7 * HOUR + 30_000 - 5 * MIN));
+    recs.push(rec(
+        ip("10.0.1.9"),
+        usual,
+        50_500,
+        443,
+        6,
+        EST,
+        5_000,
+        10,
+        DAY0 + 7 * HOUR + 5 * MIN,
+        DAY0 + 7 * HOUR + 6 * MIN,
+    ));
+    let findings = exfil_findings(&DetectConfig::default(), &recs);
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    let f = &findings[0];
+    assert_eq!((f.entities.src, f.entities.dst), (Some(host), Some(new)));
+    assert!(
+        (evidence_f64(f, "baseline_windows") - 6.0).abs() < 1e-9,
+        "six earlier windows: {f:#?}"
+    );
+    let hist: Vec<f64> = history
+        .iter()
+        .map(|&b| f64::from(super::seasonal::log10p(b)))
+        .collect();
+    let (med, mad) = super::stats::median_mad(&hist, &mut Vec::new());
+    let z = super::stats::robust_z((300_000_000f64 + 1.0).log10(), med, mad, 0.05);
+    assert!(
+        (evidence_f64(f, "robust_z") - z).abs() < 1e-3,
+        "z {z}: {f:#?}"
+    );
+}
+
 #[test]
 fn slow_exfiltration_over_hours_is_found() {
     let mut rng = Rng(5);
