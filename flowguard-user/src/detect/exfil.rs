@@ -1197,7 +1197,7 @@ impl Stitched {
         if watermark_ms < self.next_prune_ms {
             return;
         }
-        self.next_prune_ms = watermark_ms + (keep_ms / 4).max(1_000);
+        self.next_prune_ms = watermark_ms.saturating_add((keep_ms / 4).max(1_000));
         let horizon = watermark_ms.saturating_sub(keep_ms);
         let held = self.map.len();
         self.map.retain(|_, c| c.last_ms >= horizon);
