@@ -99,20 +99,10 @@ fn stop_capture(mut child: Child, pcap: &Path) -> Result<()> {
 }
 
 /// The receive queue (bytes) and drop count of the collector namespace's UDP socket on
-/// `port`, from `/proc/net/udp`.
+/// `port`.
 fn udp_socket(lab: &Lab, port: u16) -> Result<(u64, u64)> {
-    let local = format!(":{port:04X}");
-    let table = Lab::within(&lab.collector_ns.clone(), || {
-        Ok(std::fs::read_to_string("/proc/thread-self/net/udp")?)
-    })?;
-    for line in table.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() > 12 && f[1].ends_with(&local) {
-            let rx = f[4].split_once(':').map_or("0", |(_, rx)| rx);
-            return Ok((u64::from_str_radix(rx, 16)?, f[12].parse()?));
-        }
-    }
-    bail!("no UDP socket on port {port} in the collector namespace")
+    flowguard_e2e::udp_socket(&lab.collector_ns, port)?
+        .with_context(|| format!("no UDP socket on port {port} in the collector namespace"))
 }
 
 fn replay(lab: &Lab, scenario: &Path, rate: &str) -> Result<()> {
@@ -227,17 +217,10 @@ fn the_python_collectors_file_gives_the_same_findings_as_the_pcap() -> Result<()
         .stderr(Stdio::null())
         .spawn()
         .context("spawning the Python netflow collector (pip package `netflow`; cargo xtask setup installs it)")?;
-    let ns = lab.collector_ns.clone();
     wait_for(
         "the Python collector to listen",
         Duration::from_secs(20),
-        || {
-            let ns = ns.clone();
-            Lab::within(&ns, || {
-                Ok(std::fs::read_to_string("/proc/thread-self/net/udp")?.contains(":0807 "))
-            })
-            .unwrap_or(false)
-        },
+        || udp_socket(&lab, 2055).is_ok(),
     )?;
     let pcap = dir.join("exports.pcap");
     let tcpdump = capture_exports(&lab, &pcap)?;

@@ -559,18 +559,33 @@ impl Drop for Collector {
 
 /// Whether a UDP socket is bound on `port` inside namespace `ns`.
 fn port_bound(ns: &str, port: u16) -> bool {
-    let ns = ns.to_owned();
-    Lab::within(&ns, move || {
-        let hex = format!(":{port:04X} ");
-        let v6 = std::fs::read_to_string("/proc/thread-self/net/udp6").unwrap_or_default();
-        let v4 = std::fs::read_to_string("/proc/thread-self/net/udp").unwrap_or_default();
-        Ok(v6.lines().chain(v4.lines()).any(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .is_some_and(|local| format!("{local} ").contains(&hex))
-        }))
-    })
-    .unwrap_or(false)
+    udp_socket(ns, port).is_ok_and(|s| s.is_some())
+}
+
+/// The receive queue (bytes) and drop count of the UDP socket bound on `port` in
+/// namespace `ns` (`/proc/net/udp6`, where dual-stack sockets are listed, then
+/// `/proc/net/udp`), or `None` when no socket is bound there.
+///
+/// # Errors
+/// When the namespace cannot be entered or a line cannot be read.
+pub fn udp_socket(ns: &str, port: u16) -> Result<Option<(u64, u64)>> {
+    let local = format!(":{port:04X}");
+    let tables = Lab::within(ns, || {
+        Ok(
+            std::fs::read_to_string("/proc/thread-self/net/udp6").unwrap_or_default()
+                + &std::fs::read_to_string("/proc/thread-self/net/udp").unwrap_or_default(),
+        )
+    })?;
+    for line in tables.lines() {
+        // sl local rem st tx_queue:rx_queue tr tm->when retrnsmt uid timeout inode ref
+        // pointer drops
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() > 12 && f[1].ends_with(&local) {
+            let rx = f[4].split_once(':').map_or("0", |(_, rx)| rx);
+            return Ok(Some((u64::from_str_radix(rx, 16)?, f[12].parse()?)));
+        }
+    }
+    Ok(None)
 }
 
 /// One datagram as a worker logged it (`--packet-log`).

@@ -587,7 +587,7 @@ impl<K: Eq + Copy, V> Table<K, V> {
     }
 
     #[inline]
-    pub(crate) fn home(&self, tag: u32) -> usize {
+    fn home(&self, tag: u32) -> usize {
         tag as usize & (self.index.len() - 1)
     }
 
@@ -602,19 +602,7 @@ impl<K: Eq + Copy, V> Table<K, V> {
     /// has the tag, so no key with this hash is held.
     #[inline]
     pub(crate) fn guess(&self, hash: u64) -> Option<u32> {
-        let tag = tag(hash);
-        let mask = self.index.len() - 1;
-        let mut i = self.home(tag);
-        loop {
-            let b = self.index[i];
-            if b.slot == NO_SLOT {
-                return None;
-            }
-            if b.tag == tag {
-                return Some(b.slot);
-            }
-            i = (i + 1) & mask;
-        }
+        self.probe(hash, |_| true)
     }
 
     /// Starts loading slot `slot` (one out of range is ignored).
@@ -628,6 +616,13 @@ impl<K: Eq + Copy, V> Table<K, V> {
     /// The slot holding `key` (whose hash is `hash`).
     #[inline]
     pub(crate) fn find(&self, hash: u64, key: &K) -> Option<u32> {
+        self.probe(hash, |slot| self.slots[slot as usize].key == *key)
+    }
+
+    /// The slot of the first bucket from the home of `hash` whose tag is the hash's and
+    /// whose slot `accept` takes; `None` at the first empty bucket.
+    #[inline]
+    fn probe(&self, hash: u64, accept: impl Fn(u32) -> bool) -> Option<u32> {
         let tag = tag(hash);
         let mask = self.index.len() - 1;
         let mut i = self.home(tag);
@@ -636,7 +631,7 @@ impl<K: Eq + Copy, V> Table<K, V> {
             if b.slot == NO_SLOT {
                 return None;
             }
-            if b.tag == tag && self.slots[b.slot as usize].key == *key {
+            if b.tag == tag && accept(b.slot) {
                 return Some(b.slot);
             }
             i = (i + 1) & mask;
@@ -773,7 +768,7 @@ impl<K: Eq + Copy, V> Table<K, V> {
 
     /// Puts `(tag, slot)` in the first empty bucket from its home.
     #[inline]
-    pub(crate) fn index_insert(&mut self, tag: u32, slot: u32) {
+    fn index_insert(&mut self, tag: u32, slot: u32) {
         let mask = self.index.len() - 1;
         let mut i = self.home(tag);
         while self.index[i].slot != NO_SLOT {
@@ -783,7 +778,7 @@ impl<K: Eq + Copy, V> Table<K, V> {
     }
 
     /// The bucket of slot `slot`, whose key's tag is `tag`.
-    pub(crate) fn bucket_of(&self, tag: u32, slot: u32) -> usize {
+    fn bucket_of(&self, tag: u32, slot: u32) -> usize {
         let mask = self.index.len() - 1;
         let mut i = self.home(tag);
         while self.index[i].slot != slot {
@@ -793,7 +788,7 @@ impl<K: Eq + Copy, V> Table<K, V> {
     }
 
     /// Points the bucket of slot `from` (tag `tag`) at slot `to`.
-    pub(crate) fn reindex(&mut self, tag: u32, from: u32, to: u32) {
+    fn reindex(&mut self, tag: u32, from: u32, to: u32) {
         let i = self.bucket_of(tag, from);
         self.index[i].slot = to;
     }
@@ -801,7 +796,7 @@ impl<K: Eq + Copy, V> Table<K, V> {
     /// Removes the bucket of slot `slot` (tag `tag`), shifting back the buckets after it
     /// that may move closer to their home, so that every key stays reachable from its home
     /// without crossing an empty bucket.
-    pub(crate) fn unindex(&mut self, tag: u32, slot: u32) {
+    fn unindex(&mut self, tag: u32, slot: u32) {
         let mask = self.index.len() - 1;
         let mut hole = self.bucket_of(tag, slot);
         let mut j = hole;
@@ -822,12 +817,12 @@ impl<K: Eq + Copy, V> Table<K, V> {
     }
 
     /// Doubles the index.
-    pub(crate) fn grow_index(&mut self) {
+    fn grow_index(&mut self) {
         self.rebuild_index(self.index.len() * 2);
     }
 
     /// An index of `size` buckets (a power of two) over the slots held.
-    pub(crate) fn rebuild_index(&mut self, size: usize) {
+    fn rebuild_index(&mut self, size: usize) {
         self.index = vec![EMPTY_BUCKET; size].into_boxed_slice();
         for i in 0..self.slots.len() {
             #[expect(clippy::cast_possible_truncation, reason = "i < cap < 2^32")]
