@@ -224,7 +224,10 @@ fn the_python_collectors_file_gives_the_same_findings_as_the_pcap() -> Result<()
     )?;
     let pcap = dir.join("exports.pcap");
     let tcpdump = capture_exports(&lab, &pcap)?;
-    replay(&lab, &scenario, "400")?;
+    // 200 export packets/s: the collector's socket buffer (the default 208 KiB, about a
+    // hundred datagrams with their kernel overhead) then covers a stall of half a second
+    // in the Python process. At 400/s it overflowed in 2 of 7 runs on a busy host.
+    replay(&lab, &scenario, "200")?;
     stop_capture(tcpdump, &pcap)?;
     // Stop it as its users do (Ctrl-C), but only once it has written everything it
     // received: it drops whatever is still queued when interrupted, and appends each
